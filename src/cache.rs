@@ -1,0 +1,278 @@
+//! Converted variants in memory: an LRU bounded in bytes, with single-flight conversions.
+//!
+//! Callers never block here: a request either finds its bytes, or joins the waiters of the
+//! one conversion in flight for its key, or is told to start that conversion.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+
+use crate::error::{Error, Result};
+use crate::pipeline::Output;
+use crate::source::Identity;
+
+/// A variant: which version of which source, converted by which canonical spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub source: Identity,
+    pub spec: String,
+}
+
+pub type Converted = Arc<Output>;
+pub type Waiter = Box<dyn FnOnce(Result<Converted>) + Send>;
+
+enum Entry {
+    Ready(Converted),
+    /// A failed conversion is remembered briefly so a broken file is not reconverted per stat.
+    Failed(Error, Instant),
+}
+
+/// Bookkeeping per entry besides its bytes (key, list links, Arc).
+const ENTRY_OVERHEAD: u64 = 256;
+
+fn entry_cost(key: &Key, entry: &Entry) -> u64 {
+    let bytes = match entry {
+        Entry::Ready(out) => out.bytes.len() as u64,
+        Entry::Failed(..) => 0,
+    };
+    bytes + key.spec.len() as u64 + ENTRY_OVERHEAD
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Conversions started (one per distinct key and source version, single-flight).
+    pub conversions: AtomicU64,
+    pub hits: AtomicU64,
+    pub evictions: AtomicU64,
+}
+
+struct Inner {
+    entries: LruCache<Key, Entry>,
+    bytes: u64,
+    pending: HashMap<Key, Vec<Waiter>>,
+}
+
+pub struct Cache {
+    inner: Mutex<Inner>,
+    capacity: u64,
+    error_ttl: Duration,
+    pub stats: Stats,
+}
+
+/// Proof that the holder must run the conversion for `key` and hand back its result.
+#[must_use = "the conversion must be run and finished, or its waiters hang"]
+pub struct Job {
+    cache: Arc<Cache>,
+    pub key: Key,
+}
+
+impl Job {
+    pub fn finish(self, result: Result<Output>) {
+        self.cache.finish(&self.key, result.map(Arc::new));
+    }
+}
+
+impl Cache {
+    pub fn new(capacity: u64, error_ttl: Duration) -> Arc<Cache> {
+        Arc::new(Cache {
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+                pending: HashMap::new(),
+            }),
+            capacity,
+            error_ttl,
+            stats: Stats::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one step).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key`, if it is ready or failed recently.
+    pub fn get(&self, key: &Key) -> Option<Result<Converted>> {
+        let mut inner = self.lock();
+        let found = match inner.entries.get(key) {
+            Some(Entry::Ready(out)) => Some(Ok(out.clone())),
+            Some(Entry::Failed(err, at)) if at.elapsed() < self.error_ttl => Some(Err(err.clone())),
+            Some(Entry::Failed(..)) => {
+                if let Some(old) = inner.entries.pop(key) {
+                    inner.bytes -= entry_cost(key, &old);
+                }
+                None
+            }
+            None => None,
+        };
+        if matches!(found, Some(Ok(_))) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Answers `waiter` now if the entry exists, else queues it behind the conversion in
+    /// flight, else returns the [`Job`] the caller must run.
+    pub fn get_or_start(self: &Arc<Self>, key: Key, waiter: Waiter) -> Option<Job> {
+        if let Some(found) = self.get(&key) {
+            waiter(found);
+            return None;
+        }
+        let mut inner = self.lock();
+        // Re-check under the lock: the conversion may have finished in between.
+        if let Some(Entry::Ready(out)) = inner.entries.get(&key) {
+            let out = out.clone();
+            drop(inner);
+            waiter(Ok(out));
+            return None;
+        }
+        if let Some(waiters) = inner.pending.get_mut(&key) {
+            waiters.push(waiter);
+            return None;
+        }
+        inner.pending.insert(key.clone(), vec![waiter]);
+        self.stats.conversions.fetch_add(1, Ordering::Relaxed);
+        Some(Job {
+            cache: self.clone(),
+            key,
+        })
+    }
+
+    fn finish(&self, key: &Key, result: Result<Converted>) {
+        let waiters = {
+            let mut inner = self.lock();
+            let waiters = inner.pending.remove(key).unwrap_or_default();
+            let entry = match &result {
+                Ok(out) => Entry::Ready(out.clone()),
+                Err(err) => Entry::Failed(err.clone(), Instant::now()),
+            };
+            let cost = entry_cost(key, &entry);
+            // An entry larger than the whole budget is served to its waiters but not kept.
+            if cost <= self.capacity {
+                if let Some(old) = inner.entries.put(key.clone(), entry) {
+                    inner.bytes -= entry_cost(key, &old);
+                }
+                inner.bytes += cost;
+                while inner.bytes > self.capacity {
+                    let Some((old_key, old)) = inner.entries.pop_lru() else {
+                        break;
+                    };
+                    inner.bytes -= entry_cost(&old_key, &old);
+                    self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            waiters
+        };
+        for waiter in waiters {
+            waiter(result.clone());
+        }
+    }
+
+    /// Bytes held, bookkeeping included; never above the capacity.
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn key(n: u64) -> Key {
+        Key {
+            source: Identity {
+                dev: 1,
+                ino: n,
+                size: 10,
+                mtime_ns: 5,
+            },
+            spec: "format,png".into(),
+        }
+    }
+
+    fn output(len: usize) -> Output {
+        Output {
+            bytes: vec![7; len],
+            format: None,
+        }
+    }
+
+    #[test]
+    fn one_conversion_serves_every_waiter() {
+        let cache = Cache::new(1 << 20, Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        let mut jobs = Vec::new();
+        for _ in 0..16 {
+            let tx = tx.clone();
+            let waiter: Waiter = Box::new(move |r| tx.send(r.map(|o| o.bytes.len())).unwrap());
+            jobs.extend(cache.get_or_start(key(1), waiter));
+        }
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(cache.stats.conversions.load(Ordering::Relaxed), 1);
+        jobs.pop().unwrap().finish(Ok(output(100)));
+        let answers: Vec<_> = rx.try_iter().collect();
+        assert_eq!(answers.len(), 16);
+        assert!(answers.iter().all(|a| *a == Ok(100)));
+        // Later requests are hits.
+        let waiter: Waiter = Box::new(|r| assert!(r.is_ok()));
+        assert!(cache.get_or_start(key(1), waiter).is_none());
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_least_recently_used() {
+        let cost = 1000 + "format,png".len() as u64 + ENTRY_OVERHEAD;
+        let cache = Cache::new(cost * 2, Duration::from_secs(10));
+        for n in 0..3 {
+            cache
+                .get_or_start(key(n), Box::new(|_| {}))
+                .unwrap()
+                .finish(Ok(output(1000)));
+            if n == 1 {
+                assert!(cache.get(&key(0)).is_some()); // 0 is now most recent
+            }
+        }
+        assert!(cache.bytes() <= cost * 2);
+        assert!(cache.get(&key(0)).is_some());
+        assert!(cache.get(&key(1)).is_none());
+        assert!(cache.get(&key(2)).is_some());
+        assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn errors_are_remembered_briefly() {
+        let cache = Cache::new(1 << 20, Duration::from_millis(50));
+        cache
+            .get_or_start(key(1), Box::new(|_| {}))
+            .unwrap()
+            .finish(Err(Error::Decode("broken".into())));
+        assert!(matches!(cache.get(&key(1)), Some(Err(Error::Decode(_)))));
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(cache.get(&key(1)).is_none());
+        assert!(cache.get_or_start(key(1), Box::new(|_| {})).is_some());
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_budget_is_served_not_kept() {
+        let cache = Cache::new(100, Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        cache
+            .get_or_start(key(1), Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+            .unwrap()
+            .finish(Ok(output(1000)));
+        assert_eq!(rx.recv(), Ok(true));
+        assert!(cache.is_empty());
+        assert_eq!(cache.bytes(), 0);
+    }
+}

@@ -1,0 +1,177 @@
+//! The command line, defined once: `main` parses it, the man page is generated from it.
+
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+
+use crate::limits::Limits;
+use crate::pipeline::{Qualities, Settings};
+use crate::spec::Styles;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgfs",
+    version,
+    about = "Serve Alibaba Cloud OSS x-oss-process image variants of a directory as files",
+    long_about = "imgfs mounts a directory read-only and adds, beside every image NAME, the \
+variants NAME@OP@OP... where each OP is one x-oss-process operation: \
+photo.jpg@format,heic@resize,l_900,h_600 is photo.jpg as HEIF, fitted into 900x600. \
+A variant is converted on first access, has its exact size in stat, and is then served \
+from an in-memory cache.",
+    after_help = "Examples:\n  imgfs mount ~/Photos /mnt/img\n  cat /mnt/img/photo.jpg@format,webp@resize,w_900 > small.webp\n  imgfs convert photo.jpg 'image/format,heic/resize,l_900' -o photo.heic"
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount SOURCE read-only at MOUNTPOINT, in the foreground, until Ctrl-C or SIGTERM.
+    Mount(MountArgs),
+    /// Convert one file with a spec, without a mount.
+    Convert(ConvertArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The directory to serve.
+    pub source: PathBuf,
+    /// Where to mount it (an existing, empty directory).
+    pub mountpoint: PathBuf,
+    /// Memory for converted variants (an LRU bounded in bytes), e.g. 512MiB or 2GB.
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Conversions run at once (each also uses the encoder's own threads); default: cores.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Threads answering kernel requests (reads of originals and cached variants).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub fuse_threads: u16,
+    /// Seconds the kernel may cache names and attributes.
+    #[arg(long, default_value_t = 1.0)]
+    pub attr_timeout: f64,
+    /// Seconds a failed conversion is remembered before it is tried again.
+    #[arg(long, default_value_t = 10.0)]
+    pub error_timeout: f64,
+    /// Mount options, comma-separated: allow_other, allow_root, and any option mount.fuse
+    /// takes (ro and default_permissions are always on).
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+    /// Serve originals through the page cache of imgfs instead of FUSE passthrough.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The image to convert.
+    pub input: PathBuf,
+    /// The chain: `format,heic@resize,l_900` or `image/format,heic/resize,l_900`.
+    pub spec: String,
+    /// Where to write the result ('-' for standard output).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// The source root against which watermark image paths resolve (default: the input's
+    /// directory).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+/// Options shared by `mount` and `convert`: limits, qualities, metadata, styles.
+#[derive(Debug, Args)]
+pub struct ProcessingArgs {
+    /// Largest source file read (EFBIG beyond).
+    #[arg(long, default_value = "20MB", value_parser = parse_size, help_heading = "Limits")]
+    pub max_source_bytes: u64,
+    /// Largest source width or height in pixels.
+    #[arg(long, default_value_t = 30_000, help_heading = "Limits")]
+    pub max_source_side: u32,
+    /// Largest source width x height x frames.
+    #[arg(long, default_value_t = 250_000_000, help_heading = "Limits")]
+    pub max_source_pixels: u64,
+    /// Largest output width or height.
+    #[arg(long, default_value_t = 16_384, help_heading = "Limits")]
+    pub max_output_side: u32,
+    /// Largest output width x height.
+    #[arg(long, default_value_t = 16_777_216, help_heading = "Limits")]
+    pub max_output_pixels: u64,
+    /// JPEG quality when the request has none.
+    #[arg(long, default_value_t = Qualities::default().jpeg, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
+    pub jpeg_quality: u8,
+    /// WebP quality when the request has none.
+    #[arg(long, default_value_t = Qualities::default().webp, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
+    pub webp_quality: u8,
+    /// HEIC quality when the request has none.
+    #[arg(long, default_value_t = Qualities::default().heic, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
+    pub heic_quality: u8,
+    /// AVIF quality when the request has none.
+    #[arg(long, default_value_t = Qualities::default().avif, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
+    pub avif_quality: u8,
+    /// Drop EXIF from outputs (ICC colour profiles are always kept).
+    #[arg(long)]
+    pub strip_metadata: bool,
+    /// A named chain for `style,NAME`, as NAME=CHAIN (repeatable).
+    #[arg(long = "style", value_name = "NAME=CHAIN")]
+    pub styles: Vec<String>,
+    /// A file of NAME=CHAIN lines for `style,NAME` (# comments allowed).
+    #[arg(long)]
+    pub styles_file: Option<PathBuf>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{text}' is not a size like 512MiB: {e}"))
+}
+
+impl ProcessingArgs {
+    pub fn settings(&self, root: Option<PathBuf>) -> Settings {
+        Settings {
+            limits: Limits {
+                max_source_bytes: self.max_source_bytes,
+                max_source_side: self.max_source_side,
+                max_source_pixels: self.max_source_pixels,
+                max_output_side: self.max_output_side,
+                max_output_pixels: self.max_output_pixels,
+            },
+            qualities: Qualities {
+                jpeg: self.jpeg_quality,
+                webp: self.webp_quality,
+                heic: self.heic_quality,
+                avif: self.avif_quality,
+            },
+            strip_metadata: self.strip_metadata,
+            root,
+        }
+    }
+
+    pub fn styles(&self) -> crate::error::Result<Styles> {
+        let mut styles = Styles::default();
+        if let Some(path) = &self.styles_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| crate::error::Error::io(path.display(), e))?;
+            styles.add_file(&text)?;
+        }
+        for style in &self.styles {
+            let (name, chain) = style.split_once('=').ok_or_else(|| {
+                crate::error::Error::spec(format!("--style '{style}': not NAME=CHAIN"))
+            })?;
+            styles.add(name, chain)?;
+        }
+        Ok(styles)
+    }
+}
+
+/// The clap command, for the man page and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

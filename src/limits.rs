@@ -1,0 +1,77 @@
+//! Limits that guard untrusted input; each is checked from the header before pixels exist.
+
+use crate::error::{Error, Result};
+
+/// Defaults are OSS's (x-oss-process.md, "Limits"); every field is a CLI option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest source file read, in bytes.
+    pub max_source_bytes: u64,
+    /// Largest source width or height.
+    pub max_source_side: u32,
+    /// Largest source width × height × frames.
+    pub max_source_pixels: u64,
+    /// Largest output width or height.
+    pub max_output_side: u32,
+    /// Largest output width × height.
+    pub max_output_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_source_bytes: 20_000_000,
+            max_source_side: 30_000,
+            max_source_pixels: 250_000_000,
+            max_output_side: 16_384,
+            max_output_pixels: 16_777_216,
+        }
+    }
+}
+
+impl Limits {
+    pub fn check_source_bytes(&self, len: u64) -> Result<()> {
+        if len > self.max_source_bytes {
+            return Err(Error::TooLarge(format!(
+                "source is {len} bytes, the limit is {} (--max-source-bytes)",
+                self.max_source_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_source(&self, width: u32, height: u32, frames: u64) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(Error::Decode(format!("image is {width}x{height}")));
+        }
+        if width > self.max_source_side || height > self.max_source_side {
+            return Err(Error::TooLarge(format!(
+                "source is {width}x{height}, the limit is {} px per side (--max-source-side)",
+                self.max_source_side
+            )));
+        }
+        let pixels = u64::from(width) * u64::from(height) * frames.max(1);
+        if pixels > self.max_source_pixels {
+            return Err(Error::TooLarge(format!(
+                "source is {width}x{height}x{} frames = {pixels} px, the limit is {} (--max-source-pixels)",
+                frames.max(1),
+                self.max_source_pixels
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn check_output(&self, width: u64, height: u64) -> Result<()> {
+        if width > u64::from(self.max_output_side)
+            || height > u64::from(self.max_output_side)
+            || width * height > self.max_output_pixels
+        {
+            return Err(Error::TooLarge(format!(
+                "output would be {width}x{height}, the limit is {} px per side and {} px \
+                 (--max-output-side, --max-output-pixels)",
+                self.max_output_side, self.max_output_pixels
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The `imgfs` binary: parses the command line and hands over to the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use imgfs::cli::{Cli, Command, ConvertArgs, MountArgs};
+use imgfs::fs::MountOptions;
+use imgfs::spec::Spec;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Mount(args) => mount(args),
+        Command::Convert(args) => convert(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn convert(args: ConvertArgs) -> Result<(), String> {
+    let root = match &args.root {
+        Some(root) => root.clone(),
+        None => args
+            .input
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| ".".into(), |p| p.to_path_buf()),
+    };
+    let settings = args.processing.settings(Some(root));
+    let styles = args.processing.styles().map_err(|e| e.to_string())?;
+    let spec = Spec::parse(&args.spec, &styles).map_err(|e| e.to_string())?;
+    let (bytes, _) = imgfs::source::read(&args.input, &settings.limits)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let output = imgfs::pipeline::convert(&bytes, &spec, &settings)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    if args.output.as_os_str() == "-" {
+        std::io::stdout()
+            .write_all(&output.bytes)
+            .map_err(|e| format!("stdout: {e}"))?;
+    } else {
+        std::fs::write(&args.output, &output.bytes)
+            .map_err(|e| format!("{}: {e}", args.output.display()))?;
+    }
+    Ok(())
+}
+
+fn mount(args: MountArgs) -> Result<(), String> {
+    let settings = args.processing.settings(None);
+    let styles = args.processing.styles().map_err(|e| e.to_string())?;
+    let defaults = MountOptions::default();
+    let options = MountOptions {
+        cache_bytes: args.cache_size,
+        jobs: args.jobs.unwrap_or(defaults.jobs).max(1),
+        fuse_threads: usize::from(args.fuse_threads),
+        attr_ttl: Duration::from_secs_f64(args.attr_timeout.max(0.0)),
+        error_ttl: Duration::from_secs_f64(args.error_timeout.max(0.0)),
+        options: args.options.clone(),
+        passthrough: !args.no_passthrough,
+    };
+    let mut mounted = imgfs::fs::mount(&args.source, &args.mountpoint, settings, styles, &options)
+        .map_err(|e| format!("cannot mount {} at {}: {e}", args.source.display(), args.mountpoint.display()))?;
+    info!(
+        "serving {} at {} (cache {}, {} conversion jobs); Ctrl-C or SIGTERM unmounts",
+        args.source.display(),
+        args.mountpoint.display(),
+        bytesize::ByteSize(options.cache_bytes),
+        options.jobs
+    );
+    let mut unmounter = mounted.session.unmount_callable();
+    let mountpoint = args.mountpoint.clone();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!("signal {signal}: unmounting {}", mountpoint.display());
+                if let Err(err) = unmounter.unmount() {
+                    // Busy (files open): detach now, and end once readers are told.
+                    warn!("unmount: {err}; detaching the mount");
+                    detach(&mountpoint);
+                    std::thread::sleep(Duration::from_secs(2));
+                    std::process::exit(0);
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    mounted.session.run().map_err(|e| format!("session: {e}"))?;
+    info!("unmounted; {} conversions", mounted.cache.stats.conversions.load(std::sync::atomic::Ordering::Relaxed));
+    Ok(())
+}
+
+fn detach(mountpoint: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid C string; MNT_DETACH only removes the mount from the namespace.
+    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+}

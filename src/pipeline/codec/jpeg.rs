@@ -1,0 +1,252 @@
+//! JPEG through libjpeg-turbo: SIMD decode with DCT-domain shrink-on-load, SIMD encode with
+//! optimised Huffman tables and optional progressive scans.
+
+use image::metadata::Orientation;
+use image::DynamicImage;
+use img_parts::jpeg::Jpeg;
+use img_parts::{Bytes, ImageEXIF, ImageICC};
+use turbojpeg::{Colorspace, Compressor, Decompressor, PixelFormat, ScalingFactor, Subsamp};
+
+use super::{decode_error, encode_error, DecodeRequest, Decoded, EncodeRequest, Header};
+use crate::error::Result;
+use crate::spec::Format;
+
+pub(super) fn probe(bytes: &[u8]) -> Result<Header> {
+    let header = turbojpeg::read_header(bytes).map_err(|e| decode_error(Format::Jpeg, e))?;
+    Ok(Header {
+        format: Format::Jpeg,
+        width: header.width as u32,
+        height: header.height as u32,
+        frames: 1,
+        orientation: exif_segment(bytes)
+            .and_then(Orientation::from_exif_chunk)
+            .unwrap_or(Orientation::NoTransforms),
+    })
+}
+
+/// The TIFF data of the first APP1 `Exif` segment, found by walking the markers before SOS.
+pub(super) fn exif_segment(bytes: &[u8]) -> Option<&[u8]> {
+    let mut pos = 2;
+    while pos + 4 <= bytes.len() && bytes[pos] == 0xFF {
+        let marker = bytes[pos + 1];
+        let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+        if marker == 0xDA || len < 2 {
+            return None;
+        }
+        let body = bytes.get(pos + 4..pos + 2 + len)?;
+        if marker == 0xE1 {
+            if let Some(tiff) = body.strip_prefix(b"Exif\0\0") {
+                return Some(tiff);
+            }
+        }
+        pos += 2 + len;
+    }
+    None
+}
+
+pub(super) fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
+    let (icc, exif) = metadata(bytes);
+    let mut decompressor = Decompressor::new().map_err(|e| decode_error(Format::Jpeg, e))?;
+    let info = decompressor
+        .read_header(bytes)
+        .map_err(|e| decode_error(Format::Jpeg, e))?;
+    if matches!(info.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+        // libjpeg-turbo cannot convert CMYK to RGB; the image crate's decoder can.
+        let mut decoded = super::raster::decode(bytes, Format::Jpeg)?;
+        decoded.icc = icc;
+        decoded.exif = exif;
+        return Ok(decoded);
+    }
+    let factor = scaling_factor(header.width, header.height, request.min_size);
+    decompressor
+        .set_scaling_factor(factor)
+        .map_err(|e| decode_error(Format::Jpeg, e))?;
+    let scaled = info.scaled(factor);
+    let (width, height) = (scaled.width, scaled.height);
+    let mut pixels = vec![0u8; width * height * 3];
+    let output = turbojpeg::Image {
+        pixels: pixels.as_mut_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: PixelFormat::RGB,
+    };
+    decompressor
+        .decompress(bytes, output)
+        .map_err(|e| decode_error(Format::Jpeg, e))?;
+    let image = image::RgbImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| decode_error(Format::Jpeg, "decoded buffer has the wrong size"))?;
+    Ok(Decoded {
+        image: DynamicImage::ImageRgb8(image),
+        icc,
+        exif,
+        oriented: false,
+    })
+}
+
+/// The largest power-of-two reduction (1/2, 1/4, 1/8) that keeps both sides ≥ `min_size`.
+fn scaling_factor(width: u32, height: u32, min_size: Option<(u32, u32)>) -> ScalingFactor {
+    let Some((min_w, min_h)) = min_size else {
+        return ScalingFactor::ONE;
+    };
+    for denom in [8usize, 4, 2] {
+        let factor = ScalingFactor::new(1, denom);
+        // libjpeg-turbo rounds scaled sides up.
+        let (w, h) = (factor.scale(width as usize), factor.scale(height as usize));
+        if w >= min_w as usize && h >= min_h as usize {
+            return factor;
+        }
+    }
+    ScalingFactor::ONE
+}
+
+/// The ICC profile and EXIF block of a JPEG, if it carries them.
+pub(super) fn metadata(bytes: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    match Jpeg::from_bytes(Bytes::copy_from_slice(bytes)) {
+        Ok(jpeg) => (
+            jpeg.icc_profile().map(|b| b.to_vec()),
+            jpeg.exif().map(|b| b.to_vec()),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    let rgb = image.to_rgb8();
+    let mut compressor = Compressor::new().map_err(|e| encode_error(Format::Jpeg, e))?;
+    let quality = i32::from(request.quality);
+    let setup = compressor
+        .set_quality(quality)
+        // Full chroma at high qualities, where 4:2:0's colour bleeding becomes the visible error.
+        .and_then(|()| {
+            compressor.set_subsamp(if quality >= 90 {
+                Subsamp::None
+            } else {
+                Subsamp::Sub2x2
+            })
+        })
+        .and_then(|()| compressor.set_optimize(true))
+        .and_then(|()| compressor.set_progressive(request.progressive));
+    setup.map_err(|e| encode_error(Format::Jpeg, e))?;
+    let input = turbojpeg::Image {
+        pixels: rgb.as_raw().as_slice(),
+        width: rgb.width() as usize,
+        pitch: rgb.width() as usize * 3,
+        height: rgb.height() as usize,
+        format: PixelFormat::RGB,
+    };
+    let bytes = compressor
+        .compress_to_vec(input)
+        .map_err(|e| encode_error(Format::Jpeg, e))?;
+    if request.icc.is_none() && request.exif.is_none() {
+        return Ok(bytes);
+    }
+    let mut jpeg = Jpeg::from_bytes(Bytes::from(bytes)).map_err(|e| encode_error(Format::Jpeg, e))?;
+    jpeg.set_icc_profile(request.icc.map(Bytes::copy_from_slice));
+    jpeg.set_exif(request.exif.map(Bytes::copy_from_slice));
+    Ok(jpeg.encoder().bytes().to_vec())
+}
+
+/// IJG's luminance quantisation table in natural order (JPEG Annex K).
+const IJG_LUMA: [u16; 64] = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69,
+    56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104,
+    113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+];
+
+/// Zig-zag position k holds natural index ZIGZAG[k].
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+    20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58,
+    59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// The IJG quality (1..=100) whose scaled luminance table is nearest the file's table 0,
+/// as ImageMagick and OSS's `q_` do; None if the file has no 8-bit DQT for table 0.
+pub fn estimate_quality(bytes: &[u8]) -> Option<u8> {
+    let table = luma_table(bytes)?;
+    (1u32..=100)
+        .min_by_key(|&q| {
+            let scale = if q < 50 { 5000 / q } else { 200 - 2 * q };
+            (0..64)
+                .map(|k| {
+                    let std = u32::from(IJG_LUMA[ZIGZAG[k]]);
+                    let expected = ((std * scale + 50) / 100).clamp(1, 255);
+                    expected.abs_diff(u32::from(table[k]))
+                })
+                .sum::<u32>()
+        })
+        .map(|q| q as u8)
+}
+
+/// Table 0 of the first DQT segments, in zig-zag order.
+fn luma_table(bytes: &[u8]) -> Option<[u16; 64]> {
+    let mut pos = 2;
+    while pos + 4 <= bytes.len() {
+        if bytes[pos] != 0xFF {
+            return None;
+        }
+        let marker = bytes[pos + 1];
+        let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+        let body = bytes.get(pos + 4..pos + 2 + len)?;
+        if marker == 0xDA {
+            return None; // start of scan: no DQT before the image data
+        }
+        if marker == 0xDB {
+            let mut i = 0;
+            while i < body.len() {
+                let (precision, id) = (body[i] >> 4, body[i] & 0x0F);
+                let size = if precision == 0 { 64 } else { 128 };
+                let values = body.get(i + 1..i + 1 + size)?;
+                if id == 0 {
+                    let mut table = [0u16; 64];
+                    for (k, slot) in table.iter_mut().enumerate() {
+                        *slot = if precision == 0 {
+                            u16::from(values[k])
+                        } else {
+                            u16::from_be_bytes([values[2 * k], values[2 * k + 1]])
+                        };
+                    }
+                    return Some(table);
+                }
+                i += 1 + size;
+            }
+        }
+        pos += 2 + len;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_estimate_recovers_the_encoder_setting() {
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+        }));
+        for quality in [30u8, 50, 75, 85, 95] {
+            let request = EncodeRequest {
+                format: Format::Jpeg,
+                quality,
+                progressive: false,
+                icc: None,
+                exif: None,
+            };
+            let bytes = encode(&image, &request).unwrap();
+            assert_eq!(estimate_quality(&bytes), Some(quality));
+        }
+        assert_eq!(estimate_quality(b"not a jpeg"), None);
+    }
+
+    #[test]
+    fn shrink_on_load_never_goes_below_the_target() {
+        let f = scaling_factor(4000, 3000, Some((900, 675)));
+        assert_eq!((f.num(), f.denom()), (1, 4));
+        let f = scaling_factor(4000, 3000, Some((1001, 10)));
+        assert_eq!((f.num(), f.denom()), (1, 2));
+        let f = scaling_factor(4000, 3000, None);
+        assert_eq!((f.num(), f.denom()), (1, 1));
+    }
+}

@@ -1,0 +1,152 @@
+//! Decoders and encoders, one module per codec, behind three calls: probe, decode, encode.
+
+mod heif;
+mod jpeg;
+mod raster;
+mod webp;
+
+use image::metadata::Orientation;
+use image::DynamicImage;
+
+use crate::error::{Error, Result};
+use crate::spec::Format;
+
+pub use jpeg::estimate_quality as estimate_jpeg_quality;
+
+/// What the header says, read before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format: Format,
+    /// As stored (before EXIF orientation).
+    pub width: u32,
+    pub height: u32,
+    pub frames: u64,
+    /// EXIF orientation; NoTransforms where the decoder orients by itself (HEIF).
+    pub orientation: Orientation,
+}
+
+/// A decoded still image, 8-bit RGB or RGBA, with the metadata that travels with it.
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub icc: Option<Vec<u8>>,
+    pub exif: Option<Vec<u8>>,
+    /// Whether the decoder already applied the orientation (HEIF's irot/imir always are,
+    /// unless `auto-orient,0`).
+    pub oriented: bool,
+}
+
+/// How to decode: at reduced scale where the JPEG decoder can, never below `min_size`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeRequest {
+    /// Smallest acceptable (width, height) as stored; None = full size.
+    pub min_size: Option<(u32, u32)>,
+    /// Apply the container's own transformations (HEIF irot/imir).
+    pub auto_orient: bool,
+}
+
+pub struct EncodeRequest<'a> {
+    pub format: Format,
+    /// 1..=100 for lossy formats.
+    pub quality: u8,
+    pub progressive: bool,
+    pub icc: Option<&'a [u8]>,
+    pub exif: Option<&'a [u8]>,
+}
+
+/// Recognises a format from its magic bytes (never from the file name).
+pub fn detect(bytes: &[u8]) -> Option<Format> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(&[0xFF, 0xD8, 0xFF]) {
+        Some(Format::Jpeg)
+    } else if starts(b"\x89PNG\r\n\x1a\n") {
+        Some(Format::Png)
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        Some(Format::Gif)
+    } else if bytes.len() >= 12 && starts(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some(Format::Webp)
+    } else if starts(b"BM") {
+        Some(Format::Bmp)
+    } else if starts(b"II*\0") || starts(b"MM\0*") {
+        Some(Format::Tiff)
+    } else {
+        heif::detect(bytes)
+    }
+}
+
+pub fn probe(bytes: &[u8]) -> Result<Header> {
+    let format = detect(bytes)
+        .ok_or_else(|| Error::Decode("not a recognised image format".into()))?;
+    match format {
+        Format::Heic | Format::Avif => heif::probe(bytes, format),
+        _ => raster::probe(bytes, format),
+    }
+}
+
+/// The source's EXIF (raw TIFF) without decoding pixels.
+pub fn read_exif(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
+    match format {
+        Format::Jpeg => jpeg::exif_segment(bytes).map(<[u8]>::to_vec),
+        Format::Heic | Format::Avif => heif::read_exif(bytes),
+        _ => raster::read_exif(bytes, format),
+    }
+}
+
+pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
+    let decoded = match header.format {
+        Format::Jpeg => jpeg::decode(bytes, header, request)?,
+        Format::Heic | Format::Avif => heif::decode(bytes, request)?,
+        _ => raster::decode(bytes, header.format)?,
+    };
+    Ok(Decoded {
+        image: normalize(decoded.image),
+        ..decoded
+    })
+}
+
+pub fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    let flattened;
+    let image = if image.color().has_alpha() && !request.format.has_alpha() {
+        flattened = flatten_on_white(image);
+        &flattened
+    } else {
+        image
+    };
+    match request.format {
+        Format::Jpeg => jpeg::encode(image, request),
+        Format::Webp => webp::encode(image, request),
+        Format::Heic | Format::Avif => heif::encode(image, request),
+        Format::Png | Format::Gif | Format::Bmp | Format::Tiff => raster::encode(image, request),
+    }
+}
+
+/// Every operation works on 8-bit RGB or RGBA: other layouts are converted once here.
+fn normalize(image: DynamicImage) -> DynamicImage {
+    match image {
+        DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => image,
+        other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
+        other => DynamicImage::ImageRgb8(other.to_rgb8()),
+    }
+}
+
+/// Transparency into a format without alpha is composited on white (x-oss-process.md).
+pub fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
+    let rgba = image.to_rgba8();
+    let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
+    for (dst, src) in rgb.pixels_mut().zip(rgba.pixels()) {
+        let a = u16::from(src[3]);
+        for c in 0..3 {
+            let v = (u16::from(src[c]) * a + 255 * (255 - a) + 127) / 255;
+            dst[c] = v as u8;
+        }
+    }
+    DynamicImage::ImageRgb8(rgb)
+}
+
+/// Only errors with a message users can act on leave a codec; the library's own type stays here.
+fn decode_error(format: Format, err: impl std::fmt::Display) -> Error {
+    Error::Decode(format!("{}: {err}", format.name()))
+}
+
+fn encode_error(format: Format, err: impl std::fmt::Display) -> Error {
+    Error::Encode(format!("{}: {err}", format.name()))
+}

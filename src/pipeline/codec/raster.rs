@@ -1,0 +1,161 @@
+//! PNG, GIF, BMP, TIFF (and WebP decoding) through the image crate.
+
+use std::io::Cursor;
+
+use image::codecs::gif::GifEncoder;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageFormat, ImageReader};
+use img_parts::png::Png;
+use img_parts::{Bytes, ImageEXIF, ImageICC};
+
+use super::{decode_error, encode_error, Decoded, EncodeRequest, Header};
+use crate::error::Result;
+use crate::spec::Format;
+
+fn image_format(format: Format) -> ImageFormat {
+    match format {
+        Format::Jpeg => ImageFormat::Jpeg,
+        Format::Png => ImageFormat::Png,
+        Format::Gif => ImageFormat::Gif,
+        Format::Webp => ImageFormat::WebP,
+        Format::Bmp => ImageFormat::Bmp,
+        Format::Tiff => ImageFormat::Tiff,
+        Format::Heic | Format::Avif => unreachable!("HEIF is libheif's"),
+    }
+}
+
+fn reader(bytes: &[u8], format: Format) -> ImageReader<Cursor<&[u8]>> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
+    // The header was checked against our limits already; these catch what a header hides.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(4 << 30);
+    reader.limits(limits);
+    reader
+}
+
+pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
+    if format == Format::Jpeg {
+        return super::jpeg::probe(bytes);
+    }
+    let mut decoder = reader(bytes, format)
+        .into_decoder()
+        .map_err(|e| decode_error(format, e))?;
+    let (width, height) = decoder.dimensions();
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let frames = match format {
+        Format::Gif => count_gif_frames(bytes),
+        Format::Webp => count_webp_frames(bytes),
+        _ => 1,
+    };
+    Ok(Header {
+        format,
+        width,
+        height,
+        frames,
+        orientation,
+    })
+}
+
+pub(super) fn read_exif(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
+    let mut decoder = reader(bytes, format).into_decoder().ok()?;
+    decoder.exif_metadata().ok().flatten()
+}
+
+pub(super) fn decode(bytes: &[u8], format: Format) -> Result<Decoded> {
+    let mut decoder = reader(bytes, format)
+        .into_decoder()
+        .map_err(|e| decode_error(format, e))?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let exif = decoder.exif_metadata().ok().flatten();
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(format, e))?;
+    Ok(Decoded {
+        image,
+        icc,
+        exif,
+        oriented: false,
+    })
+}
+
+pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    let format = request.format;
+    let mut out = Vec::new();
+    let (w, h, color) = (image.width(), image.height(), image.color());
+    let result = match format {
+        Format::Png => PngEncoder::new_with_quality(
+            &mut out,
+            CompressionType::Default,
+            FilterType::Adaptive,
+        )
+        .write_image(image.as_bytes(), w, h, color.into()),
+        Format::Gif => {
+            let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
+            encoder.encode_frame(image::Frame::new(image.to_rgba8()))
+        }
+        Format::Bmp => image.write_to(&mut Cursor::new(&mut out), ImageFormat::Bmp),
+        Format::Tiff => image.write_to(&mut Cursor::new(&mut out), ImageFormat::Tiff),
+        _ => unreachable!("{format:?} has its own encoder"),
+    };
+    result.map_err(|e| encode_error(format, e))?;
+    if format == Format::Png && (request.icc.is_some() || request.exif.is_some()) {
+        let mut png = Png::from_bytes(Bytes::from(out)).map_err(|e| encode_error(format, e))?;
+        png.set_icc_profile(request.icc.map(Bytes::copy_from_slice));
+        png.set_exif(request.exif.map(Bytes::copy_from_slice));
+        return Ok(png.encoder().bytes().to_vec());
+    }
+    Ok(out)
+}
+
+/// Counts image descriptors by walking the GIF's blocks without decompressing anything.
+pub(super) fn count_gif_frames(bytes: &[u8]) -> u64 {
+    let skip_sub_blocks = |mut pos: usize| -> Option<usize> {
+        loop {
+            let len = usize::from(*bytes.get(pos)?);
+            pos += 1 + len;
+            if len == 0 {
+                return Some(pos);
+            }
+        }
+    };
+    let walk = || -> Option<u64> {
+        let flags = *bytes.get(10)?;
+        let mut pos = 13;
+        if flags & 0x80 != 0 {
+            pos += 3 << ((flags & 0x07) + 1);
+        }
+        let mut frames = 0;
+        loop {
+            match *bytes.get(pos)? {
+                0x2C => {
+                    frames += 1;
+                    let flags = *bytes.get(pos + 9)?;
+                    pos += 10;
+                    if flags & 0x80 != 0 {
+                        pos += 3 << ((flags & 0x07) + 1);
+                    }
+                    pos = skip_sub_blocks(pos + 1)?; // LZW minimum code size, then data
+                }
+                0x21 => pos = skip_sub_blocks(pos + 2)?,
+                0x3B => return Some(frames),
+                _ => return Some(frames),
+            }
+        }
+    };
+    walk().unwrap_or(1).max(1)
+}
+
+/// Counts ANMF chunks of an animated WebP (1 for a still one).
+pub(super) fn count_webp_frames(bytes: &[u8]) -> u64 {
+    let mut pos = 12;
+    let mut frames = 0u64;
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let len = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]])
+            as usize;
+        if id == b"ANMF" {
+            frames += 1;
+        }
+        pos = pos.saturating_add(8 + len + (len & 1));
+    }
+    frames.max(1)
+}

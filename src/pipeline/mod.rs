@@ -1,0 +1,237 @@
+//! decode → operations → encode. Knows nothing of FUSE: `imgfs convert`, the mount and the
+//! benchmark all call [`convert`].
+
+mod adjust;
+pub mod codec;
+mod geometry;
+mod info;
+pub mod resize;
+mod watermark;
+
+use std::path::PathBuf;
+
+use image::metadata::Orientation;
+use image::DynamicImage;
+
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec};
+use codec::{DecodeRequest, EncodeRequest, Header};
+
+/// Default quality per lossy format when the request has no `quality` (README, "Qualities").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Qualities {
+    pub jpeg: u8,
+    pub webp: u8,
+    pub heic: u8,
+    pub avif: u8,
+}
+
+impl Default for Qualities {
+    fn default() -> Self {
+        // Chosen for about equal perceived quality (SSIMULACRA2 ≈ 80) on photos.
+        Qualities {
+            jpeg: 85,
+            webp: 86,
+            heic: 50,
+            avif: 55,
+        }
+    }
+}
+
+impl Qualities {
+    pub fn of(&self, format: Format) -> u8 {
+        match format {
+            Format::Jpeg => self.jpeg,
+            Format::Webp => self.webp,
+            Format::Heic => self.heic,
+            Format::Avif => self.avif,
+            _ => 100,
+        }
+    }
+}
+
+/// Everything a conversion needs besides the source bytes and the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub limits: Limits,
+    pub qualities: Qualities,
+    /// Drop EXIF from outputs (ICC profiles are always kept: they define the colours).
+    pub strip_metadata: bool,
+    /// The source root, against which watermark image paths resolve.
+    pub root: Option<PathBuf>,
+}
+
+/// A converted file: its bytes and what they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub bytes: Vec<u8>,
+    /// None for the JSON of `info` and `average-hue`.
+    pub format: Option<Format>,
+}
+
+impl Output {
+    pub fn mime(&self) -> &'static str {
+        self.format.map_or("application/json", Format::mime)
+    }
+}
+
+/// What an operation needs to know besides the image.
+pub(crate) struct OpContext<'a> {
+    pub settings: &'a Settings,
+    /// Whether the final format keeps transparency (else corners and canvases are white).
+    pub output_alpha: bool,
+}
+
+/// Runs `spec` on the image in `source`.
+pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output> {
+    let limits = &settings.limits;
+    limits.check_source_bytes(source.len() as u64)?;
+    let header = codec::probe(source)?;
+    limits.check_source(header.width, header.height, header.frames)?;
+    if !spec.needs_pixels() {
+        return info::describe(source, &header, source.len(), settings);
+    }
+
+    let orientation = if spec.auto_orient {
+        header.orientation
+    } else {
+        Orientation::NoTransforms
+    };
+    let request = DecodeRequest {
+        min_size: shrink_target(&header, orientation, spec),
+        auto_orient: spec.auto_orient,
+    };
+    let decoded = codec::decode(source, &header, request)?;
+    let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
+    let mut image = decoded.image;
+    // HEIF decoders orient by themselves; for the rest, EXIF says how.
+    if !decoded.oriented && orientation != Orientation::NoTransforms {
+        image.apply_orientation(orientation);
+    }
+    let (mut logical_w, mut logical_h) = oriented_size(&header, orientation, decoded.oriented);
+
+    let format = spec.format.unwrap_or(header.format);
+    let ctx = OpContext {
+        settings,
+        output_alpha: format.has_alpha(),
+    };
+    for op in &spec.ops {
+        image = apply(image, op, (logical_w, logical_h), &ctx)?;
+        (logical_w, logical_h) = (image.width(), image.height());
+    }
+    limits.check_output(u64::from(image.width()), u64::from(image.height()))?;
+
+    if spec.output == OutputKind::AverageHue {
+        return Ok(info::average_hue(&image));
+    }
+    if let Some(exif) = exif.as_mut().filter(|_| spec.auto_orient) {
+        // The pixels are upright now: a viewer must not rotate them again.
+        let _ = Orientation::remove_from_exif_chunk(exif);
+    }
+    let quality = match spec.quality {
+        Some(Quality::Absolute(q)) => q,
+        Some(Quality::Relative(percent)) => match codec::estimate_jpeg_quality(source) {
+            Some(source_q) if header.format == Format::Jpeg => {
+                ((u32::from(source_q) * u32::from(percent) + 50) / 100).clamp(1, 100) as u8
+            }
+            // For non-JPEG sources `q` acts as `Q` (x-oss-process.md).
+            _ => percent,
+        },
+        None => settings.qualities.of(format),
+    };
+    let bytes = codec::encode(
+        &image,
+        &EncodeRequest {
+            format,
+            quality,
+            progressive: spec.interlace,
+            icc: decoded.icc.as_deref(),
+            exif: exif.as_deref(),
+        },
+    )?;
+    let output = Output {
+        bytes,
+        format: Some(format),
+    };
+    if spec.output == OutputKind::Info {
+        let header = Header {
+            format,
+            width: image.width(),
+            height: image.height(),
+            frames: 1,
+            orientation: Orientation::NoTransforms,
+        };
+        return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
+    }
+    Ok(output)
+}
+
+/// The source's size as a person sees it: after EXIF orientation.
+fn oriented_size(header: &Header, orientation: Orientation, decoder_oriented: bool) -> (u32, u32) {
+    if !decoder_oriented && swaps_axes(orientation) {
+        (header.height, header.width)
+    } else {
+        (header.width, header.height)
+    }
+}
+
+fn swaps_axes(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Shrink-on-load: when the chain starts with a downscaling resize, the JPEG decoder may
+/// decode at 1/2, 1/4 or 1/8 scale as long as the result stays at least as large as what
+/// the resize produces; the resize then computes its output from the source's real size.
+fn shrink_target(header: &Header, orientation: Orientation, spec: &Spec) -> Option<(u32, u32)> {
+    let Some(Op::Resize(r)) = spec.ops.first() else {
+        return None;
+    };
+    let (w, h) = oriented_size(header, orientation, false);
+    let plan = resize::plan(w, h, r)?;
+    let (sw, sh) = plan.scaled;
+    Some(if swaps_axes(orientation) { (sh, sw) } else { (sw, sh) })
+}
+
+fn apply(
+    image: DynamicImage,
+    op: &Op,
+    logical: (u32, u32),
+    ctx: &OpContext<'_>,
+) -> Result<DynamicImage> {
+    match op {
+        Op::Resize(r) => {
+            // Planned in the source's logical size, so shrink-on-load changes nothing visible.
+            let Some(plan) = resize::plan(logical.0, logical.1, r) else {
+                return Ok(image);
+            };
+            resize::check(&plan, &ctx.settings.limits)?;
+            resize::apply(&image, &plan, r.color)
+        }
+        Op::Crop(_)
+        | Op::IndexCrop(_)
+        | Op::Circle { .. }
+        | Op::RoundedCorners { .. }
+        | Op::Rotate(_)
+        | Op::Flip(_) => geometry::apply(image, op, ctx),
+        Op::Blur { .. } | Op::Bright(_) | Op::Contrast(_) | Op::Sharpen(_) => {
+            adjust::apply(image, op)
+        }
+        Op::Watermark(mark) => watermark::apply(image, mark, ctx),
+    }
+}
+
+/// Reads a file the spec names (a watermark image) from inside the source root only.
+pub(crate) fn read_inside_root(settings: &Settings, relative: &str) -> Result<Vec<u8>> {
+    let root = settings
+        .root
+        .as_deref()
+        .ok_or_else(|| Error::spec("watermark image: no source root to read it from"))?;
+    crate::source::read_inside(root, relative, &settings.limits)
+}
