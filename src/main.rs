@@ -83,7 +83,13 @@ fn mount(args: MountArgs) -> Result<(), String> {
         passthrough: !args.no_passthrough,
     };
     let mut mounted = imgfs::fs::mount(&args.source, &args.mountpoint, settings, styles, &options)
-        .map_err(|e| format!("cannot mount {} at {}: {e}", args.source.display(), args.mountpoint.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot mount {} at {}: {e}",
+                args.source.display(),
+                args.mountpoint.display()
+            )
+        })?;
     info!(
         "serving {} at {} (cache {}, {} conversion jobs); Ctrl-C or SIGTERM unmounts",
         args.source.display(),
@@ -111,7 +117,14 @@ fn mount(args: MountArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     mounted.session.run().map_err(|e| format!("session: {e}"))?;
-    info!("unmounted; {} conversions", mounted.cache.stats.conversions.load(std::sync::atomic::Ordering::Relaxed));
+    info!(
+        "unmounted; {} conversions",
+        mounted
+            .cache
+            .stats
+            .conversions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     Ok(())
 }
 

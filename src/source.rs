@@ -119,7 +119,10 @@ mod tests {
         std::os::unix::fs::symlink("in.txt", root.join("inner-link.txt")).unwrap();
         let limits = Limits::default();
         assert_eq!(read_inside(&root, "in.txt", &limits).unwrap(), b"in");
-        assert_eq!(read_inside(&root, "inner-link.txt", &limits).unwrap(), b"in");
+        assert_eq!(
+            read_inside(&root, "inner-link.txt", &limits).unwrap(),
+            b"in"
+        );
         assert!(read_inside(&root, "../secret.txt", &limits).is_err());
         assert!(read_inside(&root, "/etc/passwd", &limits).is_err());
         assert!(read_inside(&root, "link.txt", &limits).is_err());

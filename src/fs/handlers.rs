@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use tracing::{debug, info};
+use tracing::info;
 
 use super::inodes::{Kind, VariantNode};
 use super::names::{self, Resolved};
@@ -35,7 +35,14 @@ fn io_errno(err: &io::Error) -> Errno {
 }
 
 impl ImgFs {
-    fn lookup_variant(&self, parent_path: &std::path::Path, name: &OsStr, source: std::path::PathBuf, spec_text: String, reply: ReplyEntry) {
+    fn lookup_variant(
+        &self,
+        parent_path: &std::path::Path,
+        name: &OsStr,
+        source: std::path::PathBuf,
+        spec_text: String,
+        reply: ReplyEntry,
+    ) {
         let path = parent_path.join(name);
         let spec = match Spec::parse(&spec_text, &self.styles) {
             Ok(spec) => spec,
@@ -58,7 +65,11 @@ impl ImgFs {
         };
         let ttl = self.ttl;
         self.with_variant(ino, &node, variant, move |result| match result {
-            Ok((out, meta)) => reply.entry(&ttl, &attr::variant(ino, &meta, out.bytes.len() as u64), Generation(0)),
+            Ok((out, meta)) => reply.entry(
+                &ttl,
+                &attr::variant(ino, &meta, out.bytes.len() as u64),
+                Generation(0),
+            ),
             Err(err) => reply.error(errno(&err)),
         });
     }
@@ -67,7 +78,7 @@ impl ImgFs {
         std::fs::symlink_metadata(self.root.join(path)).map(|meta| attr::real(ino, &meta))
     }
 
-    fn open_real(&self, path: &std::path::Path, reply: ReplyOpen) {
+    fn open_real(&self, ino: u64, path: &std::path::Path, reply: ReplyOpen) {
         let file = match std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -77,19 +88,14 @@ impl ImgFs {
             Err(err) => return reply.error(io_errno(&err)),
         };
         if self.passthrough.load(Ordering::Relaxed) {
-            match reply.open_backing(&file) {
+            match self.backing_for(ino, &file, &reply) {
                 Ok(backing) => {
-                    // The handle owns the backing id until release.
-                    let fh = self.files.next_number();
-                    let mut files = self.files.lock();
-                    let id = files.entry(fh).or_insert(OpenFile::Passthrough(backing));
-                    if let OpenFile::Passthrough(id) = id {
-                        return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE, id);
-                    }
-                    return reply.error(Errno::EIO);
+                    let fh = self.files.insert(OpenFile::Passthrough { file, ino });
+                    // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
+                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
                 }
                 Err(err) => {
-                    debug!("passthrough refused ({err}); serving originals through imgfs");
+                    info!("passthrough refused ({err}); serving originals through imgfs");
                     self.passthrough.store(false, Ordering::Relaxed);
                 }
             }
@@ -98,10 +104,43 @@ impl ImgFs {
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
+    /// The inode's backing id, opened on first use and shared by every open of the inode.
+    fn backing_for(
+        &self,
+        ino: u64,
+        file: &std::fs::File,
+        reply: &ReplyOpen,
+    ) -> io::Result<Arc<BackingId>> {
+        let mut backings = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, opens)) = backings.get_mut(&ino) {
+            *opens += 1;
+            return Ok(id.clone());
+        }
+        let id = Arc::new(reply.open_backing(file)?);
+        backings.insert(ino, (id.clone(), 1));
+        Ok(id)
+    }
+
+    fn release_backing(&self, ino: u64) {
+        let mut backings = self.backings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, opens)) = backings.get_mut(&ino) {
+            *opens -= 1;
+            if *opens == 0 {
+                backings.remove(&ino);
+            }
+        }
+    }
+
     fn snapshot_dir(&self, path: &std::path::Path) -> io::Result<Vec<DirEntry>> {
         let mut entries = vec![
-            DirEntry { name: ".".into(), kind: FileType::Directory },
-            DirEntry { name: "..".into(), kind: FileType::Directory },
+            DirEntry {
+                name: ".".into(),
+                kind: FileType::Directory,
+            },
+            DirEntry {
+                name: "..".into(),
+                kind: FileType::Directory,
+            },
         ];
         for entry in std::fs::read_dir(self.root.join(path))? {
             let entry = entry?;
@@ -110,21 +149,36 @@ impl ImgFs {
                 .ok()
                 .and_then(FileType::from_std)
                 .unwrap_or(FileType::RegularFile);
-            entries.push(DirEntry { name: entry.file_name(), kind });
+            entries.push(DirEntry {
+                name: entry.file_name(),
+                kind,
+            });
         }
         Ok(entries)
     }
 
     fn dir_snapshot(&self, fh: u64) -> Option<Arc<Vec<DirEntry>>> {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).get(&fh).cloned()
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
     }
 
     /// The inode of a directory entry (`.` and `..` map to the directory and its parent).
-    fn entry_ino(&self, dir_ino: u64, dir: &std::path::Path, entry: &DirEntry) -> (u64, std::path::PathBuf) {
+    fn entry_ino(
+        &self,
+        dir_ino: u64,
+        dir: &std::path::Path,
+        entry: &DirEntry,
+    ) -> (u64, std::path::PathBuf) {
         match entry.name.as_bytes() {
             b"." => (dir_ino, dir.to_path_buf()),
             b".." => {
-                let parent = dir.parent().unwrap_or(std::path::Path::new("")).to_path_buf();
+                let parent = dir
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .to_path_buf();
                 (self.intern(&parent, false, || Kind::Real).0, parent)
             }
             _ => {
@@ -189,7 +243,9 @@ impl Filesystem for ImgFs {
                 let ttl = self.ttl;
                 let ino = ino.0;
                 self.with_variant(ino, &node, variant, move |result| match result {
-                    Ok((out, meta)) => reply.attr(&ttl, &attr::variant(ino, &meta, out.bytes.len() as u64)),
+                    Ok((out, meta)) => {
+                        reply.attr(&ttl, &attr::variant(ino, &meta, out.bytes.len() as u64))
+                    }
                     Err(err) => reply.error(errno(&err)),
                 });
             }
@@ -214,7 +270,7 @@ impl Filesystem for ImgFs {
             return reply.error(Errno::ENOENT);
         };
         match &node.kind {
-            Kind::Real => self.open_real(&node.path, reply),
+            Kind::Real => self.open_real(ino.0, &node.path, reply),
             Kind::Variant(variant) => {
                 let files = self.files.clone();
                 self.with_variant(ino.0, &node, variant, move |result| match result {
@@ -248,7 +304,7 @@ impl Filesystem for ImgFs {
                 let end = start.saturating_add(size as usize).min(out.bytes.len());
                 reply.data(&out.bytes[start..end]);
             }
-            Some(OpenFile::Real(file)) => {
+            Some(OpenFile::Real(file) | OpenFile::Passthrough { file, .. }) => {
                 let file = match file.try_clone() {
                     Ok(file) => file,
                     Err(err) => return reply.error(io_errno(&err)),
@@ -266,7 +322,7 @@ impl Filesystem for ImgFs {
                 }
                 reply.data(&buf[..filled]);
             }
-            Some(OpenFile::Passthrough(_)) | None => reply.error(Errno::EBADF),
+            None => reply.error(Errno::EBADF),
         }
     }
 
@@ -280,7 +336,21 @@ impl Filesystem for ImgFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.files.lock().remove(&fh.0);
+        let closed = self.files.lock().remove(&fh.0);
+        if let Some(OpenFile::Passthrough { ino, .. }) = closed {
+            self.release_backing(ino);
+        }
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -304,7 +374,14 @@ impl Filesystem for ImgFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let (Some(entries), Some(dir)) = (self.dir_snapshot(fh.0), self.node(ino.0)) else {
             return reply.error(Errno::EBADF);
         };
@@ -317,7 +394,14 @@ impl Filesystem for ImgFs {
         reply.ok();
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let (Some(entries), Some(dir)) = (self.dir_snapshot(fh.0), self.node(ino.0)) else {
             return reply.error(Errno::EBADF);
         };
@@ -326,15 +410,32 @@ impl Filesystem for ImgFs {
             let Ok(attr) = self.real_entry_attr(child, &path) else {
                 continue; // vanished since opendir
             };
-            if reply.add(INodeNo(child), (i + 1) as u64, &entry.name, &self.ttl, &attr, Generation(0)) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                &entry.name,
+                &self.ttl,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.dirs.lock().unwrap_or_else(|e| e.into_inner()).remove(&fh.0);
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
         reply.ok();
     }
 
@@ -345,10 +446,26 @@ impl Filesystem for ImgFs {
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
             return reply.error(io_errno(&io::Error::last_os_error()));
         }
-        reply.statfs(st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree, st.f_bsize as u32, st.f_namemax as u32, st.f_frsize as u32);
+        reply.statfs(
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            st.f_files,
+            st.f_ffree,
+            st.f_bsize as u32,
+            st.f_namemax as u32,
+            st.f_frsize as u32,
+        );
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         // ENODATA, never ENOSYS: the kernel would stop asking for good.
         reply.error(Errno::from_i32(libc::ENODATA));
     }

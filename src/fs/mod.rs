@@ -54,8 +54,12 @@ impl Default for MountOptions {
 /// What an open file reads from.
 enum OpenFile {
     Real(File),
-    /// The kernel reads the source itself; the id must live until release.
-    Passthrough(#[allow(dead_code)] BackingId),
+    /// The kernel reads the source itself through the inode's shared backing id; the file
+    /// answers the few reads the kernel still sends (readahead(2)).
+    Passthrough {
+        file: File,
+        ino: u64,
+    },
     /// Pinned bytes: eviction from the cache cannot take them away while open.
     Variant(Converted),
 }
@@ -95,6 +99,8 @@ pub struct ImgFs {
     ttl: Duration,
     passthrough_wanted: bool,
     passthrough: AtomicBool,
+    /// One backing id per inode (the kernel refuses two for one inode), with its open count.
+    backings: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
     notifier: Arc<OnceLock<Notifier>>,
 }
 
@@ -139,6 +145,7 @@ pub fn mount(
         ttl: options.attr_ttl,
         passthrough_wanted: options.passthrough,
         passthrough: AtomicBool::new(false),
+        backings: Mutex::new(HashMap::new()),
         notifier: notifier.clone(),
     };
     let mut config = Config::default();
@@ -154,7 +161,9 @@ pub fn mount(
             "allow_root" => config.acl = SessionACL::RootAndOwner,
             "ro" | "default_permissions" => {}
             "rw" => return Err(std::io::Error::other("imgfs is read-only: -o rw refused")),
-            other => config.mount_options.push(MountOption::CUSTOM(other.to_string())),
+            other => config
+                .mount_options
+                .push(MountOption::CUSTOM(other.to_string())),
         }
     }
     config.n_threads = Some(options.fuse_threads.max(1));
@@ -166,16 +175,23 @@ pub fn mount(
 
 impl ImgFs {
     fn node(&self, ino: u64) -> Option<Arc<Node>> {
-        self.inodes.lock().unwrap_or_else(|e| e.into_inner()).get(ino)
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ino)
     }
 
-    fn intern(&self, path: &Path, variant: bool, kind: impl FnOnce() -> inodes::Kind) -> (u64, Arc<Node>) {
+    fn intern(
+        &self,
+        path: &Path,
+        variant: bool,
+        kind: impl FnOnce() -> inodes::Kind,
+    ) -> (u64, Arc<Node>) {
         self.inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .intern(path, variant, kind)
     }
-
 
     /// Gets a variant's bytes for its source's current version: from the cache, by joining
     /// the conversion in flight, or by starting one on the pool. `then` runs once, on
@@ -188,8 +204,11 @@ impl ImgFs {
         then: impl FnOnce(Result<(Converted, std::fs::Metadata)>) + Send + 'static,
     ) {
         let name = node.path.display().to_string();
-        let located = names::source_path(&self.root, &variant.source)
-            .and_then(|path| std::fs::metadata(&path).map(|m| (path, m)).map_err(|e| Error::io(&name, e)));
+        let located = names::source_path(&self.root, &variant.source).and_then(|path| {
+            std::fs::metadata(&path)
+                .map(|m| (path, m))
+                .map_err(|e| Error::io(&name, e))
+        });
         let (path, meta) = match located {
             Ok(found) => found,
             Err(err) => {
@@ -233,7 +252,10 @@ impl ImgFs {
     /// cached pages of the variant are dropped (on another thread: the kernel may be
     /// waiting for this very request while it invalidates).
     fn note_version(&self, ino: u64, variant: &VariantNode, identity: Identity) {
-        let mut last = variant.last_served.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = variant
+            .last_served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let changed = last.is_some_and(|old| old != identity);
         *last = Some(identity);
         if changed {

@@ -11,7 +11,10 @@ pub enum Resolved {
     /// An entry of the source tree, with its lstat.
     Real(std::fs::Metadata),
     /// `source` (relative to the root) converted by `spec`.
-    Variant { source: PathBuf, spec: String },
+    Variant {
+        source: PathBuf,
+        spec: String,
+    },
     Missing,
 }
 
@@ -85,7 +88,10 @@ mod tests {
         }
         // A real file with the exact name wins.
         std::fs::write(root.join("logo@2x.png@format,webp"), b"real").unwrap();
-        assert!(matches!(resolve(root, Path::new(""), name), Resolved::Real(_)));
+        assert!(matches!(
+            resolve(root, Path::new(""), name),
+            Resolved::Real(_)
+        ));
         assert!(matches!(
             resolve(root, Path::new(""), OsStr::new("nothing@format,png")),
             Resolved::Missing

@@ -59,10 +59,14 @@ fn exif_fields(tiff: &[u8]) -> Vec<(String, String)> {
     };
     exif.fields()
         .filter(|f| f.ifd_num == exif::In::PRIMARY)
-        .filter(|f| !matches!(f.value, exif::Value::Undefined(..)) || f.tag == exif::Tag::ExifVersion)
+        .filter(|f| {
+            !matches!(f.value, exif::Value::Undefined(..)) || f.tag == exif::Tag::ExifVersion
+        })
         .map(|f| {
             let value = match &f.value {
-                exif::Value::Ascii(_) => f.display_value().to_string().trim_matches('"').to_string(),
+                exif::Value::Ascii(_) => {
+                    f.display_value().to_string().trim_matches('"').to_string()
+                }
                 exif::Value::Short(_) | exif::Value::Long(_) | exif::Value::Byte(_) => f
                     .value
                     .get_uint(0)

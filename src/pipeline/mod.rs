@@ -196,7 +196,11 @@ fn shrink_target(header: &Header, orientation: Orientation, spec: &Spec) -> Opti
     let (w, h) = oriented_size(header, orientation, false);
     let plan = resize::plan(w, h, r)?;
     let (sw, sh) = plan.scaled;
-    Some(if swaps_axes(orientation) { (sh, sw) } else { (sw, sh) })
+    Some(if swaps_axes(orientation) {
+        (sh, sw)
+    } else {
+        (sw, sh)
+    })
 }
 
 fn apply(

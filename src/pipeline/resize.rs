@@ -45,7 +45,9 @@ pub fn plan(src_w: u32, src_h: u32, r: &Resize) -> Option<Plan> {
     let (box_w, box_h) = match (box_w, box_h) {
         (Some(bw), Some(bh)) => (bw, bh),
         // fill and pad use a square box when only one side is given.
-        (Some(b), None) | (None, Some(b)) if matches!(r.mode, ResizeMode::Fill | ResizeMode::Pad) => {
+        (Some(b), None) | (None, Some(b))
+            if matches!(r.mode, ResizeMode::Fill | ResizeMode::Pad) =>
+        {
             (b, b)
         }
         (Some(bw), None) => (bw, round(h * f64::from(bw) / w)),
@@ -55,20 +57,38 @@ pub fn plan(src_w: u32, src_h: u32, r: &Resize) -> Option<Plan> {
     let (fx, fy) = (f64::from(box_w) / w, f64::from(box_h) / h);
     let fit = |f: f64| (round(w * f), round(h * f));
     let plan = if percent {
-        Plan { scaled: (box_w, box_h), canvas: None }
+        Plan {
+            scaled: (box_w, box_h),
+            canvas: None,
+        }
     } else {
         match r.mode {
-            ResizeMode::Lfit => Plan { scaled: fit(fx.min(fy)), canvas: None },
-            ResizeMode::Mfit => Plan { scaled: fit(fx.max(fy)), canvas: None },
+            ResizeMode::Lfit => Plan {
+                scaled: fit(fx.min(fy)),
+                canvas: None,
+            },
+            ResizeMode::Mfit => Plan {
+                scaled: fit(fx.max(fy)),
+                canvas: None,
+            },
             ResizeMode::Fill => {
                 let (sw, sh) = fit(fx.max(fy));
-                Plan { scaled: (sw.max(box_w), sh.max(box_h)), canvas: Some((box_w, box_h)) }
+                Plan {
+                    scaled: (sw.max(box_w), sh.max(box_h)),
+                    canvas: Some((box_w, box_h)),
+                }
             }
             ResizeMode::Pad => {
                 let (sw, sh) = fit(fx.min(fy));
-                Plan { scaled: (sw.min(box_w), sh.min(box_h)), canvas: Some((box_w, box_h)) }
+                Plan {
+                    scaled: (sw.min(box_w), sh.min(box_h)),
+                    canvas: Some((box_w, box_h)),
+                }
             }
-            ResizeMode::Fixed => Plan { scaled: (box_w, box_h), canvas: None },
+            ResizeMode::Fixed => Plan {
+                scaled: (box_w, box_h),
+                canvas: None,
+            },
         }
     };
     let enlarges = plan.scaled.0 > src_w || plan.scaled.1 > src_h;
@@ -80,7 +100,10 @@ pub fn plan(src_w: u32, src_h: u32, r: &Resize) -> Option<Plan> {
 
 pub fn check(plan: &Plan, limits: &Limits) -> Result<()> {
     let (w, h) = plan.output();
-    limits.check_output(u64::from(w.max(plan.scaled.0)), u64::from(h.max(plan.scaled.1)))
+    limits.check_output(
+        u64::from(w.max(plan.scaled.0)),
+        u64::from(h.max(plan.scaled.1)),
+    )
 }
 
 /// Applies a plan to an image that may have been decoded at a reduced scale: the plan is in
@@ -180,7 +203,11 @@ mod tests {
 
     #[test]
     fn resample_keeps_colour_and_size() {
-        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(64, 32, image::Rgb([10, 200, 30])));
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            64,
+            32,
+            image::Rgb([10, 200, 30]),
+        ));
         let out = resample(&img, 16, 8).unwrap();
         assert_eq!((out.width(), out.height()), (16, 8));
         assert_eq!(out.to_rgb8().get_pixel(8, 4).0, [10, 200, 30]);

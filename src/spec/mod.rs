@@ -172,9 +172,9 @@ impl Styles {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (name, chain) = line.split_once('=').ok_or_else(|| {
-                Error::spec(format!("styles line {}: not NAME=CHAIN", n + 1))
-            })?;
+            let (name, chain) = line
+                .split_once('=')
+                .ok_or_else(|| Error::spec(format!("styles line {}: not NAME=CHAIN", n + 1)))?;
             self.add(name.trim(), chain.trim())?;
         }
         Ok(())
@@ -277,7 +277,8 @@ impl Builder {
         match name {
             "format" => {
                 self.once("format")?;
-                let value = args::single(name, &args, "jpg, png, webp, bmp, gif, tiff, heic, avif")?;
+                let value =
+                    args::single(name, &args, "jpg, png, webp, bmp, gif, tiff, heic, avif")?;
                 let format = Format::from_name(value).ok_or_else(|| {
                     Error::spec(format!(
                         "format: '{value}' is not one of jpg, jpeg, png, webp, bmp, gif, tiff, heic, avif"
@@ -321,9 +322,10 @@ impl Builder {
                 if !allow_style {
                     return Err(Error::spec("style: a style cannot use another style"));
                 }
-                let chain = styles.chains.get(style).ok_or_else(|| {
-                    Error::spec(format!("style: no style named '{style}'"))
-                })?;
+                let chain = styles
+                    .chains
+                    .get(style)
+                    .ok_or_else(|| Error::spec(format!("style: no style named '{style}'")))?;
                 let inner: Vec<&str> = match chain.strip_prefix("image/") {
                     Some(rest) => rest.split('/').collect(),
                     None => chain.split('@').collect(),

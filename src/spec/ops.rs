@@ -75,7 +75,10 @@ const GRAVITIES: [(&str, Gravity); 9] = [
 
 impl Gravity {
     pub fn name(self) -> &'static str {
-        GRAVITIES.iter().find(|(_, g)| *g == self).map_or("nw", |(n, _)| n)
+        GRAVITIES
+            .iter()
+            .find(|(_, g)| *g == self)
+            .map_or("nw", |(n, _)| n)
     }
 
     /// The top-left corner of a `w`×`h` area placed in a `big_w`×`big_h` image by this gravity.
@@ -234,10 +237,7 @@ impl Op {
 
     /// An operation that changes nothing is dropped from the canonical chain.
     pub(crate) fn is_identity(&self) -> bool {
-        matches!(
-            self,
-            Op::Rotate(0 | 360) | Op::Bright(0) | Op::Contrast(0)
-        )
+        matches!(self, Op::Rotate(0 | 360) | Op::Bright(0) | Op::Contrast(0))
     }
 
     pub fn canonical(&self) -> String {
@@ -354,9 +354,7 @@ fn parse_resize(args: &[&str]) -> Result<Resize> {
     } else if let Some(p) = p {
         ResizeTarget::Percent(p)
     } else {
-        return Err(Error::spec(
-            "resize: needs at least one of w, h, l, s, p",
-        ));
+        return Err(Error::spec("resize: needs at least one of w, h, l, s, p"));
     };
     Ok(Resize {
         mode,

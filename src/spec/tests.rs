@@ -148,7 +148,10 @@ fn errors_name_the_operation_argument_and_range() {
         ("blur,r_3", &["blur", "missing required key 's'"]),
         ("blur,r_51,s_1", &["blur r", "[1, 50]"]),
         ("circle,r_0", &["circle r", "[1, 4096]"]),
-        ("rounded-corners,r_4097", &["rounded-corners r", "[1, 4096]"]),
+        (
+            "rounded-corners,r_4097",
+            &["rounded-corners r", "[1, 4096]"],
+        ),
         ("flip,x", &["flip", "h, v, hv"]),
         ("indexcrop,x_0", &["indexcrop x", "[1, 30000]"]),
         ("indexcrop,i_1", &["indexcrop", "needs x or y"]),
@@ -168,13 +171,22 @@ fn errors_name_the_operation_argument_and_range() {
         ("watermark,t_50", &["watermark", "needs text or image"]),
         ("watermark,text_SGk,t_101", &["watermark t", "[0, 100]"]),
         ("watermark,text_SGk,type_Zm9v", &["watermark type", "foo"]),
-        ("watermark,image_YS5wbmc,size_10", &["watermark", "text marks only"]),
-        ("resize,w_99999999999999999999", &["resize w", "not a whole number"]),
+        (
+            "watermark,image_YS5wbmc,size_10",
+            &["watermark", "text marks only"],
+        ),
+        (
+            "resize,w_99999999999999999999",
+            &["resize w", "not a whole number"],
+        ),
     ];
     for (text, needles) in cases {
         let message = error(text);
         for needle in needles {
-            assert!(message.contains(needle), "{text}: '{message}' lacks '{needle}'");
+            assert!(
+                message.contains(needle),
+                "{text}: '{message}' lacks '{needle}'"
+            );
         }
     }
 }

@@ -28,11 +28,9 @@ const KEYS: [&str; 13] = [
 pub(crate) fn parse(args: &[&str]) -> Result<Watermark> {
     let a = KeyedArgs::parse("watermark", args, &KEYS)?;
     let content = match (a.raw("text"), a.raw("image")) {
-        (Some(_), Some(_)) => {
-            return Err(Error::spec(
-                "watermark: text and image in one mark are not supported; use two watermark operations",
-            ))
-        }
+        (Some(_), Some(_)) => return Err(Error::spec(
+            "watermark: text and image in one mark are not supported; use two watermark operations",
+        )),
         (None, None) => return Err(Error::spec("watermark: needs text or image")),
         (Some(text), None) => {
             let text = decode_text("watermark text", text)?;

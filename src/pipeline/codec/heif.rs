@@ -5,9 +5,8 @@ use std::sync::LazyLock;
 use image::metadata::Orientation;
 use image::DynamicImage;
 use libheif_rs::{
-    color_profile_types, Channel, ColorProfileRaw, ColorSpace, CompressionFormat,
-    DecodingOptions, EncoderParameterValue, EncoderQuality, HeifContext, Image, LibHeif,
-    RgbChroma,
+    color_profile_types, Channel, ColorProfileRaw, ColorSpace, CompressionFormat, DecodingOptions,
+    EncoderParameterValue, EncoderQuality, HeifContext, Image, LibHeif, RgbChroma,
 };
 
 use super::{decode_error, encode_error, DecodeRequest, Decoded, EncodeRequest, Header};

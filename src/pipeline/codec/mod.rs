@@ -74,8 +74,8 @@ pub fn detect(bytes: &[u8]) -> Option<Format> {
 }
 
 pub fn probe(bytes: &[u8]) -> Result<Header> {
-    let format = detect(bytes)
-        .ok_or_else(|| Error::Decode("not a recognised image format".into()))?;
+    let format =
+        detect(bytes).ok_or_else(|| Error::Decode("not a recognised image format".into()))?;
     match format {
         Format::Heic | Format::Avif => heif::probe(bytes, format),
         _ => raster::probe(bytes, format),

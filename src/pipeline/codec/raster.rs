@@ -82,12 +82,10 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     let mut out = Vec::new();
     let (w, h, color) = (image.width(), image.height(), image.color());
     let result = match format {
-        Format::Png => PngEncoder::new_with_quality(
-            &mut out,
-            CompressionType::Default,
-            FilterType::Adaptive,
-        )
-        .write_image(image.as_bytes(), w, h, color.into()),
+        Format::Png => {
+            PngEncoder::new_with_quality(&mut out, CompressionType::Default, FilterType::Adaptive)
+                .write_image(image.as_bytes(), w, h, color.into())
+        }
         Format::Gif => {
             let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
             encoder.encode_frame(image::Frame::new(image.to_rgba8()))
@@ -150,8 +148,12 @@ pub(super) fn count_webp_frames(bytes: &[u8]) -> u64 {
     let mut frames = 0u64;
     while pos + 8 <= bytes.len() {
         let id = &bytes[pos..pos + 4];
-        let len = u32::from_le_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]])
-            as usize;
+        let len = u32::from_le_bytes([
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+            bytes[pos + 7],
+        ]) as usize;
         if id == b"ANMF" {
             frames += 1;
         }

@@ -33,8 +33,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     if request.icc.is_none() && request.exif.is_none() {
         return Ok(memory.to_vec());
     }
-    let mut webp =
-        WebP::from_bytes(Bytes::copy_from_slice(&memory)).map_err(|e| encode_error(Format::Webp, e))?;
+    let mut webp = WebP::from_bytes(Bytes::copy_from_slice(&memory))
+        .map_err(|e| encode_error(Format::Webp, e))?;
     webp.set_icc_profile(request.icc.map(Bytes::copy_from_slice));
     webp.set_exif(request.exif.map(Bytes::copy_from_slice));
     Ok(webp.encoder().bytes().to_vec())
