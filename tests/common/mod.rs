@@ -1,0 +1,237 @@
+//! Shared test fixtures: a real mount through /dev/fuse that unmounts on drop, sample images
+//! made by independent tools, and independent decoders to check outputs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use imgfs::cache::Cache;
+use imgfs::fs::MountOptions;
+use imgfs::pipeline::Settings;
+use imgfs::spec::Styles;
+
+static LOGGING: Once = Once::new();
+
+fn init_logging() {
+    LOGGING.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A mounted imgfs over a temporary source directory; unmounts when dropped.
+pub struct Mount {
+    pub source: PathBuf,
+    pub mnt: PathBuf,
+    pub cache: Arc<Cache>,
+    session: Option<fuser::BackgroundSession>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mount {
+    pub fn new() -> Mount {
+        Mount::with(MountOptions::default(), Settings::default(), Styles::default(), |_| {})
+    }
+
+    /// Mounts after `fill` has written the source directory.
+    pub fn with(
+        options: MountOptions,
+        settings: Settings,
+        styles: Styles,
+        fill: impl FnOnce(&Path),
+    ) -> Mount {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("src");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&source).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        fill(&source);
+        let mounted = imgfs::fs::mount(&source, &mnt, settings, styles, &options)
+            .expect("mount (tests need root and /dev/fuse)");
+        let cache = mounted.cache.clone();
+        let session = mounted.session.spawn().expect("spawn session");
+        // The mount is live once the kernel answers for it.
+        for _ in 0..100 {
+            if is_mounted(&mnt) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(is_mounted(&mnt), "mount did not appear");
+        Mount {
+            source,
+            mnt,
+            cache,
+            session: Some(session),
+            _dir: dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    pub fn conversions(&self) -> u64 {
+        self.cache.stats.conversions.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            drop(session); // unmounts and joins
+        }
+    }
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    mounts
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(path.to_str().unwrap_or("")))
+}
+
+/// Runs a command and returns its stdout; panics with stderr on failure.
+pub fn run(program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (run scripts/setup-debian.sh)"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// ImageMagick's `convert`, by its Debian path (a stand-in may shadow it on PATH).
+pub const MAGICK: &str = "/usr/bin/convert";
+pub const IDENTIFY: &str = "/usr/bin/identify";
+
+/// A 400×267 photo-like JPEG (the size of x-oss-process.md's examples).
+pub fn make_jpeg(path: &Path, width: u32, height: u32) {
+    let size = format!("{width}x{height}");
+    run(
+        MAGICK,
+        &[
+            "-size",
+            &size,
+            "plasma:red-blue",
+            "-seed",
+            "7",
+            "-quality",
+            "90",
+            path.to_str().unwrap(),
+        ],
+    );
+}
+
+/// One small image per input format, made by ImageMagick and libheif's heif-enc.
+pub fn make_every_format(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let jpg = dir.join("photo.jpg");
+    make_jpeg(&jpg, 400, 267);
+    let mut made = vec![("jpg", jpg.clone())];
+    for ext in ["png", "gif", "bmp", "tiff", "webp"] {
+        let path = dir.join(format!("photo.{ext}"));
+        run(MAGICK, &[jpg.to_str().unwrap(), path.to_str().unwrap()]);
+        made.push((ext, path));
+    }
+    let heic = dir.join("photo.heic");
+    run("heif-enc", &["-q", "60", "-o", heic.to_str().unwrap(), jpg.to_str().unwrap()]);
+    made.push(("heic", heic));
+    let avif = dir.join("photo.avif");
+    run(
+        "heif-enc",
+        &["-A", "-q", "60", "-o", avif.to_str().unwrap(), jpg.to_str().unwrap()],
+    );
+    made.push(("avif", avif));
+    made
+}
+
+/// (format, width, height) as an independent decoder sees the file.
+pub fn inspect(path: &Path) -> (String, u32, u32) {
+    let head = std::fs::read(path).unwrap();
+    if head.len() > 12 && &head[4..8] == b"ftyp" {
+        // HEIF: libheif's own tool from Debian (not the library imgfs links).
+        let info = String::from_utf8(run("heif-info", &[path.to_str().unwrap()])).unwrap();
+        let brand = info
+            .lines()
+            .find_map(|l| l.strip_prefix("main brand: "))
+            .unwrap_or("?")
+            .to_string();
+        let dims = info
+            .lines()
+            .find_map(|l| l.strip_prefix("image: "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or("0x0")
+            .to_string();
+        let (w, h) = dims.split_once('x').unwrap();
+        return (brand, w.parse().unwrap(), h.parse().unwrap());
+    }
+    if head.starts_with(b"RIFF") {
+        // WebP: libwebp's dwebp.
+        let out = Command::new("dwebp").args([path.to_str().unwrap(), "-o", "/dev/null"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "dwebp failed: {text}");
+        let (w, h) = webp_dims(&text);
+        return ("webp".into(), w, h);
+    }
+    let out = run(IDENTIFY, &["-format", "%m %w %h\n", path.to_str().unwrap()]);
+    let text = String::from_utf8(out).unwrap();
+    let first: Vec<&str> = text.lines().next().unwrap().split(' ').collect();
+    let format = match first[0].to_lowercase().as_str() {
+        "bmp3" | "bmp2" => "bmp".to_string(),
+        other => other.to_string(),
+    };
+    (
+        format,
+        first[1].parse().unwrap(),
+        first[2].parse().unwrap(),
+    )
+}
+
+fn webp_dims(dwebp_stderr: &str) -> (u32, u32) {
+    // "Decoded x. Dimensions: 200 x 134 . Format: lossy."
+    let line = dwebp_stderr
+        .lines()
+        .find(|l| l.contains("Dimensions:"))
+        .and_then(|l| l.split("Dimensions:").nth(1))
+        .unwrap_or_else(|| panic!("dwebp printed no dimensions: {dwebp_stderr}"));
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// The errno of a failed filesystem call.
+pub fn errno_of(result: std::io::Result<impl Sized>) -> i32 {
+    match result {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_imgfs"))
+}
