@@ -257,12 +257,20 @@ impl Op {
                 }
                 match r.target {
                     ResizeTarget::Box { w, h } => {
-                        w.map(|w| push_kv(&mut out, "w", w));
-                        h.map(|h| push_kv(&mut out, "h", h));
+                        if let Some(w) = w {
+                    push_kv(&mut out, "w", w);
+                }
+                        if let Some(h) = h {
+                    push_kv(&mut out, "h", h);
+                }
                     }
                     ResizeTarget::Sides { l, s } => {
-                        l.map(|l| push_kv(&mut out, "l", l));
-                        s.map(|s| push_kv(&mut out, "s", s));
+                        if let Some(l) = l {
+                    push_kv(&mut out, "l", l);
+                }
+                        if let Some(s) = s {
+                    push_kv(&mut out, "s", s);
+                }
                     }
                     ResizeTarget::Percent(p) => push_kv(&mut out, "p", p),
                 }
@@ -275,8 +283,12 @@ impl Op {
             }
             Op::Crop(c) => {
                 out.push_str("crop");
-                c.w.map(|w| push_kv(&mut out, "w", w));
-                c.h.map(|h| push_kv(&mut out, "h", h));
+                if let Some(w) = c.w {
+                    push_kv(&mut out, "w", w);
+                }
+                if let Some(h) = c.h {
+                    push_kv(&mut out, "h", h);
+                }
                 if c.x != 0 {
                     push_kv(&mut out, "x", c.x);
                 }

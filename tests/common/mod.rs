@@ -41,6 +41,11 @@ impl Mount {
         Mount::with(MountOptions::default(), Settings::default(), Styles::default(), |_| {})
     }
 
+    /// Default options; `fill` writes the source directory before the mount.
+    pub fn new_with_files(fill: impl FnOnce(&Path)) -> Mount {
+        Mount::with(MountOptions::default(), Settings::default(), Styles::default(), fill)
+    }
+
     /// Mounts after `fill` has written the source directory.
     pub fn with(
         options: MountOptions,
