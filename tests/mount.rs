@@ -17,14 +17,26 @@ use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
 
 fn mount_with(fill: impl FnOnce(&Path)) -> Mount {
-    Mount::with(MountOptions::default(), Settings::default(), Styles::default(), fill)
+    Mount::with(
+        MountOptions::default(),
+        Settings::default(),
+        Styles::default(),
+        fill,
+    )
 }
 
 /// Reads a variant through the kernel and checks that stat's size is exactly what a read gives.
 fn read_exact_size(path: &Path) -> Vec<u8> {
-    let size = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).len();
+    let size = fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len();
     let bytes = fs::read(path).unwrap();
-    assert_eq!(size, bytes.len() as u64, "st_size of {} differs from its bytes", path.display());
+    assert_eq!(
+        size,
+        bytes.len() as u64,
+        "st_size of {} differs from its bytes",
+        path.display()
+    );
     assert!(size > 0);
     bytes
 }
@@ -40,14 +52,34 @@ fn originals_are_the_source_tree_as_it_is() {
         std::os::unix::fs::symlink("a.jpg", src.join("album/inside-link.jpg")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", src.join("outside-link")).unwrap();
     });
-    for rel in ["notes.txt", "album/a.jpg", "album/nested/deep.bin", "album", "outside-link"] {
+    for rel in [
+        "notes.txt",
+        "album/a.jpg",
+        "album/nested/deep.bin",
+        "album",
+        "outside-link",
+    ] {
         let a = fs::symlink_metadata(m.source.join(rel)).unwrap();
         let b = fs::symlink_metadata(m.path(rel)).unwrap();
-        assert_eq!((a.len(), a.mode(), a.uid(), a.gid()), (b.len(), b.mode(), b.uid(), b.gid()), "{rel}");
-        assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{rel}");
+        assert_eq!(
+            (a.len(), a.mode(), a.uid(), a.gid()),
+            (b.len(), b.mode(), b.uid(), b.gid()),
+            "{rel}"
+        );
+        assert_eq!(
+            (a.mtime(), a.mtime_nsec()),
+            (b.mtime(), b.mtime_nsec()),
+            "{rel}"
+        );
     }
-    assert_eq!(fs::read(m.path("album/nested/deep.bin")).unwrap(), vec![7u8; 300_000]);
-    assert_eq!(fs::read_link(m.path("outside-link")).unwrap(), Path::new("/etc/hostname"));
+    assert_eq!(
+        fs::read(m.path("album/nested/deep.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        fs::read_link(m.path("outside-link")).unwrap(),
+        Path::new("/etc/hostname")
+    );
     let mut names: Vec<String> = fs::read_dir(m.path("album"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -56,11 +88,37 @@ fn originals_are_the_source_tree_as_it_is() {
     assert_eq!(names, ["a.jpg", "inside-link.jpg", "nested"]);
     // cp -r, find and rsync -a see the same tree (variants are not listed).
     let copy = tempfile::tempdir().unwrap();
-    run("cp", &["-a", m.mnt.to_str().unwrap(), copy.path().join("cp").to_str().unwrap()]);
-    run("diff", &["-r", "--no-dereference", m.source.to_str().unwrap(), copy.path().join("cp").to_str().unwrap()]);
+    run(
+        "cp",
+        &[
+            "-a",
+            m.mnt.to_str().unwrap(),
+            copy.path().join("cp").to_str().unwrap(),
+        ],
+    );
+    run(
+        "diff",
+        &[
+            "-r",
+            "--no-dereference",
+            m.source.to_str().unwrap(),
+            copy.path().join("cp").to_str().unwrap(),
+        ],
+    );
     let rsync_dst = format!("{}/", copy.path().join("rsync").display());
-    run("rsync", &["-a", &format!("{}/", m.mnt.display()), &rsync_dst]);
-    run("diff", &["-r", "--no-dereference", m.source.to_str().unwrap(), &rsync_dst]);
+    run(
+        "rsync",
+        &["-a", &format!("{}/", m.mnt.display()), &rsync_dst],
+    );
+    run(
+        "diff",
+        &[
+            "-r",
+            "--no-dereference",
+            m.source.to_str().unwrap(),
+            &rsync_dst,
+        ],
+    );
     let found = String::from_utf8(run("find", &[m.mnt.to_str().unwrap(), "-type", "f"])).unwrap();
     assert_eq!(found.lines().count(), 3, "{found}");
 }
@@ -98,8 +156,26 @@ fn every_input_format_converts_to_every_output_format() {
 #[test]
 fn resize_worked_examples_of_the_grammar() {
     let m = mount_with(|src| {
-        run(MAGICK, &["-size", "200x100", "gradient:red-blue", src.join("wide.png").to_str().unwrap()]);
-        run(MAGICK, &["-size", "3924x2550", "gradient:white-black", "-quality", "80", src.join("big.jpg").to_str().unwrap()]);
+        run(
+            MAGICK,
+            &[
+                "-size",
+                "200x100",
+                "gradient:red-blue",
+                src.join("wide.png").to_str().unwrap(),
+            ],
+        );
+        run(
+            MAGICK,
+            &[
+                "-size",
+                "3924x2550",
+                "gradient:white-black",
+                "-quality",
+                "80",
+                src.join("big.jpg").to_str().unwrap(),
+            ],
+        );
     });
     let cases = [
         ("wide.png@resize,m_lfit,w_150,h_80", (150, 75)),
@@ -124,7 +200,11 @@ fn resize_worked_examples_of_the_grammar() {
         assert_eq!((got_w, got_h), (w, h), "{name}");
     }
     // pad fills with colour; fill crops.
-    let padded = image::load_from_memory(&fs::read(m.path("wide.png@resize,m_pad,w_150,h_80,color_00FF00")).unwrap()).unwrap().to_rgb8();
+    let padded = image::load_from_memory(
+        &fs::read(m.path("wide.png@resize,m_pad,w_150,h_80,color_00FF00")).unwrap(),
+    )
+    .unwrap()
+    .to_rgb8();
     assert_eq!(padded.get_pixel(75, 0).0, [0, 255, 0]);
 }
 
@@ -142,7 +222,10 @@ fn errors_have_their_errno_and_the_mount_stays_up() {
     let m = Mount::with(
         MountOptions::default(),
         Settings {
-            limits: Limits { max_source_side: 1000, ..Limits::default() },
+            limits: Limits {
+                max_source_side: 1000,
+                ..Limits::default()
+            },
             ..Settings::default()
         },
         Styles::default(),
@@ -173,12 +256,31 @@ fn errors_have_their_errno_and_the_mount_stays_up() {
     }
     // Writes of every kind are EROFS, and the source is untouched.
     assert_eq!(errno_of(fs::write(m.path("new.txt"), b"x")), libc::EROFS);
-    assert_eq!(errno_of(fs::OpenOptions::new().write(true).open(m.path("ok.jpg"))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::OpenOptions::new().write(true).open(m.path("ok.jpg"))),
+        libc::EROFS
+    );
     assert_eq!(errno_of(fs::remove_file(m.path("ok.jpg"))), libc::EROFS);
-    assert_eq!(errno_of(fs::rename(m.path("ok.jpg"), m.path("moved.jpg"))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::rename(m.path("ok.jpg"), m.path("moved.jpg"))),
+        libc::EROFS
+    );
     assert_eq!(errno_of(fs::create_dir(m.path("dir"))), libc::EROFS);
-    assert_eq!(errno_of(fs::set_permissions(m.path("ok.jpg"), fs::Permissions::from_mode(0o777))), libc::EROFS);
-    assert_eq!(errno_of(fs::OpenOptions::new().write(true).open(m.path("ok.jpg@format,png"))), libc::EROFS);
+    assert_eq!(
+        errno_of(fs::set_permissions(
+            m.path("ok.jpg"),
+            fs::Permissions::from_mode(0o777)
+        )),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno_of(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(m.path("ok.jpg@format,png"))
+        ),
+        libc::EROFS
+    );
     // The mount still serves.
     read_exact_size(&m.path("ok.jpg@format,png"));
 }
@@ -186,7 +288,10 @@ fn errors_have_their_errno_and_the_mount_stays_up() {
 #[test]
 fn an_open_file_keeps_its_bytes_after_eviction() {
     // A budget of about one 200 KB BMP: each new variant evicts the previous one.
-    let options = MountOptions { cache_bytes: 250_000, ..MountOptions::default() };
+    let options = MountOptions {
+        cache_bytes: 250_000,
+        ..MountOptions::default()
+    };
     let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
         make_jpeg(&src.join("p.jpg"), 300, 200);
     });
@@ -219,7 +324,10 @@ fn concurrent_readers_of_a_new_variant_cause_one_conversion() {
 
 #[test]
 fn an_edited_source_is_reconverted() {
-    let options = MountOptions { attr_ttl: Duration::from_millis(100), ..MountOptions::default() };
+    let options = MountOptions {
+        attr_ttl: Duration::from_millis(100),
+        ..MountOptions::default()
+    };
     let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
         make_jpeg(&src.join("p.jpg"), 400, 200);
     });
@@ -263,7 +371,10 @@ fn reads_go_on_while_a_conversion_runs() {
     assert_eq!(fs::read_dir(&m.mnt).unwrap().count(), 2);
     assert!(!fs::read(m.path("small.jpg")).unwrap().is_empty());
     read_exact_size(&m.path("small.jpg@format,png"));
-    assert!(!done.load(Ordering::SeqCst), "the conversion ended before the reads: no overlap shown");
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "the conversion ended before the reads: no overlap shown"
+    );
     assert!(!slow.join().unwrap().is_empty());
 }
 
@@ -271,9 +382,18 @@ fn reads_go_on_while_a_conversion_runs() {
 fn info_average_hue_quality_and_interlace() {
     let m = mount_with(|src| {
         make_jpeg(&src.join("p.jpg"), 400, 267);
-        run(MAGICK, &["-size", "50x40", "xc:#336699", src.join("solid.png").to_str().unwrap()]);
+        run(
+            MAGICK,
+            &[
+                "-size",
+                "50x40",
+                "xc:#336699",
+                src.join("solid.png").to_str().unwrap(),
+            ],
+        );
     });
-    let info: serde_json::Value = serde_json::from_slice(&read_exact_size(&m.path("p.jpg@info"))).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_slice(&read_exact_size(&m.path("p.jpg@info"))).unwrap();
     let size = fs::metadata(m.path("p.jpg")).unwrap().len().to_string();
     assert_eq!(info["FileSize"]["value"], size.as_str());
     assert_eq!(info["Format"]["value"], "jpg");
@@ -281,10 +401,16 @@ fn info_average_hue_quality_and_interlace() {
     assert_eq!(info["ImageHeight"]["value"], "267");
     assert_eq!(info["FrameCount"]["value"], "1");
     // info after operations describes the result.
-    let info: serde_json::Value = serde_json::from_slice(&read_exact_size(&m.path("p.jpg@resize,w_100@format,webp@info"))).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&read_exact_size(
+        &m.path("p.jpg@resize,w_100@format,webp@info"),
+    ))
+    .unwrap();
     assert_eq!(info["Format"]["value"], "webp");
     assert_eq!(info["ImageWidth"]["value"], "100");
-    let webp_size = fs::metadata(m.path("p.jpg@resize,w_100@format,webp")).unwrap().len().to_string();
+    let webp_size = fs::metadata(m.path("p.jpg@resize,w_100@format,webp"))
+        .unwrap()
+        .len()
+        .to_string();
     assert_eq!(info["FileSize"]["value"], webp_size.as_str());
 
     let hue = read_exact_size(&m.path("solid.png@average-hue"));
@@ -294,22 +420,45 @@ fn info_average_hue_quality_and_interlace() {
     let q30 = read_exact_size(&m.path("p.jpg@quality,Q_30"));
     assert!(q30.len() < q95.len());
     let quality_of = |name: &str| -> String {
-        String::from_utf8(run(common::IDENTIFY, &["-format", "%Q", m.path(name).to_str().unwrap()])).unwrap()
+        String::from_utf8(run(
+            common::IDENTIFY,
+            &["-format", "%Q", m.path(name).to_str().unwrap()],
+        ))
+        .unwrap()
     };
     assert_eq!(quality_of("p.jpg@quality,Q_30"), "30");
     // q_50 of a quality-90 source is quality 45.
     assert_eq!(quality_of("p.jpg@quality,q_50"), "45");
-    let interlace = String::from_utf8(run(common::IDENTIFY, &["-format", "%[interlace]", m.path("p.jpg@interlace,1").to_str().unwrap()])).unwrap();
+    let interlace = String::from_utf8(run(
+        common::IDENTIFY,
+        &[
+            "-format",
+            "%[interlace]",
+            m.path("p.jpg@interlace,1").to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
     assert_eq!(interlace, "JPEG");
-    let baseline = String::from_utf8(run(common::IDENTIFY, &["-format", "%[interlace]", m.path("p.jpg@format,jpg").to_str().unwrap()])).unwrap();
+    let baseline = String::from_utf8(run(
+        common::IDENTIFY,
+        &[
+            "-format",
+            "%[interlace]",
+            m.path("p.jpg@format,jpg").to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
     assert_eq!(baseline, "None");
 }
 
 fn exif_tag(path: &Path, tag: &str) -> String {
-    String::from_utf8(run("exiftool", &["-s3", "-n", &format!("-{tag}"), path.to_str().unwrap()]))
-        .unwrap()
-        .trim()
-        .to_string()
+    String::from_utf8(run(
+        "exiftool",
+        &["-s3", "-n", &format!("-{tag}"), path.to_str().unwrap()],
+    ))
+    .unwrap()
+    .trim()
+    .to_string()
 }
 
 #[test]
@@ -317,8 +466,26 @@ fn orientation_icc_and_exif_travel_with_the_pixels() {
     let m = mount_with(|src| {
         let p = src.join("rotated.jpg");
         make_jpeg(&p, 300, 200);
-        run(MAGICK, &[p.to_str().unwrap(), "-profile", "/usr/share/color/icc/sRGB.icc", p.to_str().unwrap()]);
-        run("exiftool", &["-q", "-overwrite_original", "-n", "-Orientation=6", "-Make=imgfs-test", p.to_str().unwrap()]);
+        run(
+            MAGICK,
+            &[
+                p.to_str().unwrap(),
+                "-profile",
+                "/usr/share/color/icc/sRGB.icc",
+                p.to_str().unwrap(),
+            ],
+        );
+        run(
+            "exiftool",
+            &[
+                "-q",
+                "-overwrite_original",
+                "-n",
+                "-Orientation=6",
+                "-Make=imgfs-test",
+                p.to_str().unwrap(),
+            ],
+        );
     });
     // auto-orient (default 1): upright pixels, Orientation reset to 1, other EXIF kept.
     for format in ["jpg", "webp", "png", "heic"] {
@@ -328,7 +495,10 @@ fn orientation_icc_and_exif_travel_with_the_pixels() {
         assert_eq!((w, h), (200, 300), "{format}");
         assert_eq!(exif_tag(&out, "Make"), "imgfs-test", "{format}");
         assert_ne!(exif_tag(&out, "Orientation"), "6", "{format}");
-        assert!(!exif_tag(&out, "ICC_Profile:ProfileDescription").is_empty() || format == "heic", "{format} lost its ICC");
+        assert!(
+            !exif_tag(&out, "ICC_Profile:ProfileDescription").is_empty() || format == "heic",
+            "{format} lost its ICC"
+        );
     }
     // auto-orient,0 keeps the stored orientation and says so.
     let kept = m.path("rotated.jpg@auto-orient,0@format,jpg");
@@ -340,12 +510,28 @@ fn orientation_icc_and_exif_travel_with_the_pixels() {
 
 #[test]
 fn strip_metadata_drops_exif() {
-    let settings = Settings { strip_metadata: true, ..Settings::default() };
-    let m = Mount::with(MountOptions::default(), settings, Styles::default(), |src| {
-        let p = src.join("p.jpg");
-        make_jpeg(&p, 100, 80);
-        run("exiftool", &["-q", "-overwrite_original", "-Make=imgfs-test", p.to_str().unwrap()]);
-    });
+    let settings = Settings {
+        strip_metadata: true,
+        ..Settings::default()
+    };
+    let m = Mount::with(
+        MountOptions::default(),
+        settings,
+        Styles::default(),
+        |src| {
+            let p = src.join("p.jpg");
+            make_jpeg(&p, 100, 80);
+            run(
+                "exiftool",
+                &[
+                    "-q",
+                    "-overwrite_original",
+                    "-Make=imgfs-test",
+                    p.to_str().unwrap(),
+                ],
+            );
+        },
+    );
     assert_eq!(exif_tag(&m.path("p.jpg@format,webp"), "Make"), "");
     assert_eq!(exif_tag(&m.path("p.jpg"), "Make"), "imgfs-test");
 }
@@ -366,8 +552,16 @@ fn names_with_at_signs_spaces_and_unicode() {
 fn styles_expand_at_mount_time() {
     let mut styles = Styles::default();
     styles.add("thumb", "resize,w_50@format,webp").unwrap();
-    let m = Mount::with(MountOptions::default(), Settings::default(), styles, |src| make_jpeg(&src.join("p.jpg"), 100, 60));
+    let m = Mount::with(
+        MountOptions::default(),
+        Settings::default(),
+        styles,
+        |src| make_jpeg(&src.join("p.jpg"), 100, 60),
+    );
     let (format, w, h) = inspect(&m.path("p.jpg@style,thumb"));
     assert_eq!((format.as_str(), w, h), ("webp", 50, 30));
-    assert_eq!(errno_of(fs::metadata(m.path("p.jpg@style,nope"))), libc::EINVAL);
+    assert_eq!(
+        errno_of(fs::metadata(m.path("p.jpg@style,nope"))),
+        libc::EINVAL
+    );
 }

@@ -21,7 +21,11 @@ impl Nginx {
     fn serve(root: &Path) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let shipped = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/nginx-imgfs.conf")).unwrap();
+        let shipped = fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/nginx-imgfs.conf"
+        ))
+        .unwrap();
         let server = shipped
             .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
             .replace("root /mnt/img;", &format!("root {};", root.display()));
@@ -36,17 +40,31 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("/usr/sbin/nginx")
-            .args(["-c", conf_path.to_str().unwrap(), "-p", dir.path().to_str().unwrap()])
+        let mut child = Command::new("/usr/sbin/nginx")
+            .args([
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-p",
+                dir.path().to_str().unwrap(),
+            ])
             .spawn()
             .expect("nginx (run scripts/setup-debian.sh)");
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port, _dir: dir };
+                return Nginx {
+                    child,
+                    port,
+                    _dir: dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("nginx did not listen: {}", fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nginx did not listen: {}",
+            fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
     }
 
     /// (status, headers, body) as curl receives them.
@@ -55,11 +73,24 @@ impl Nginx {
         let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
         let url = format!("http://127.0.0.1:{}/{name}", self.port);
         let out = Command::new("curl")
-            .args(["-s", "-D", headers.to_str().unwrap(), "-o", body.to_str().unwrap(), "-w", "%{http_code}", &url])
+            .args([
+                "-s",
+                "-D",
+                headers.to_str().unwrap(),
+                "-o",
+                body.to_str().unwrap(),
+                "-w",
+                "%{http_code}",
+                &url,
+            ])
             .output()
             .unwrap();
         let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
-        (status, fs::read_to_string(headers).unwrap_or_default(), fs::read(body).unwrap_or_default())
+        (
+            status,
+            fs::read_to_string(headers).unwrap_or_default(),
+            fs::read(body).unwrap_or_default(),
+        )
     }
 }
 
@@ -101,8 +132,16 @@ fn nginx_serves_exact_bytes_lengths_and_types() {
         let direct = fs::read(m.path(name)).unwrap();
         assert_eq!(body, direct, "{name}: bytes differ from a direct read");
         let size = fs::metadata(m.path(name)).unwrap().len();
-        assert_eq!(header(&headers, "Content-Length"), Some(size.to_string().as_str()), "{name}");
-        assert_eq!(header(&headers, "Content-Type"), Some(content_type), "{name}");
+        assert_eq!(
+            header(&headers, "Content-Length"),
+            Some(size.to_string().as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            header(&headers, "Content-Type"),
+            Some(content_type),
+            "{name}"
+        );
     }
     // Errors map to HTTP the way nginx maps errno: ENOENT 404, EINVAL/EIO 500-class or 403.
     let (status, _, _) = nginx.get("missing.jpg@format,webp");

@@ -2,6 +2,7 @@
 //! benchmark all call [`convert`].
 
 mod adjust;
+mod animation;
 pub mod codec;
 mod geometry;
 mod info;
@@ -93,6 +94,16 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         return info::describe(source, &header, source.len(), settings);
     }
 
+    let format = spec.format.unwrap_or(header.format);
+    let animated = header.frames > 1
+        && animation::can_animate(header.format)
+        && animation::can_animate(format)
+        && spec.output != OutputKind::AverageHue
+        && spec.ops.iter().all(animation::is_framewise);
+    if animated {
+        return convert_animation(source, spec, settings, &header, format);
+    }
+
     let orientation = if spec.auto_orient {
         header.orientation
     } else {
@@ -111,7 +122,6 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
     }
     let (mut logical_w, mut logical_h) = oriented_size(&header, orientation, decoded.oriented);
 
-    let format = spec.format.unwrap_or(header.format);
     let ctx = OpContext {
         settings,
         output_alpha: format.has_alpha(),
@@ -129,17 +139,7 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         // The pixels are upright now: a viewer must not rotate them again.
         let _ = Orientation::remove_from_exif_chunk(exif);
     }
-    let quality = match spec.quality {
-        Some(Quality::Absolute(q)) => q,
-        Some(Quality::Relative(percent)) => match codec::estimate_jpeg_quality(source) {
-            Some(source_q) if header.format == Format::Jpeg => {
-                ((u32::from(source_q) * u32::from(percent) + 50) / 100).clamp(1, 100) as u8
-            }
-            // For non-JPEG sources `q` acts as `Q` (x-oss-process.md).
-            _ => percent,
-        },
-        None => settings.qualities.of(format),
-    };
+    let quality = encode_quality(source, spec, &header, format, settings);
     let bytes = codec::encode(
         &image,
         &EncodeRequest {
@@ -165,6 +165,70 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
     }
     Ok(output)
+}
+
+/// The quality of the final encode: `Q_n`, `q_n` of the source JPEG's quality, or the
+/// format's default.
+fn encode_quality(
+    source: &[u8],
+    spec: &Spec,
+    header: &Header,
+    format: Format,
+    settings: &Settings,
+) -> u8 {
+    match spec.quality {
+        Some(Quality::Absolute(q)) => q,
+        Some(Quality::Relative(percent)) => match codec::estimate_jpeg_quality(source) {
+            Some(source_q) if header.format == Format::Jpeg => {
+                ((u32::from(source_q) * u32::from(percent) + 50) / 100).clamp(1, 100) as u8
+            }
+            // For non-JPEG sources `q` acts as `Q` (x-oss-process.md).
+            _ => percent,
+        },
+        None => settings.qualities.of(format),
+    }
+}
+
+/// Every frame through the chain, then an animated GIF or WebP.
+fn convert_animation(
+    source: &[u8],
+    spec: &Spec,
+    settings: &Settings,
+    header: &Header,
+    format: Format,
+) -> Result<Output> {
+    let ctx = OpContext {
+        settings,
+        output_alpha: true,
+    };
+    let frames = animation::decode(source, header.format)?;
+    let frames = animation::map_frames(frames, |mut image| {
+        for op in &spec.ops {
+            let logical = (image.width(), image.height());
+            image = apply(image, op, logical, &ctx)?;
+        }
+        settings
+            .limits
+            .check_output(u64::from(image.width()), u64::from(image.height()))?;
+        Ok(image)
+    })?;
+    let quality = encode_quality(source, spec, header, format, settings);
+    let bytes = animation::encode(&frames, format, quality)?;
+    if spec.output == OutputKind::Info {
+        let (width, height) = frames.frames[0].0.dimensions();
+        let described = Header {
+            format,
+            width,
+            height,
+            frames: frames.frames.len() as u64,
+            orientation: Orientation::NoTransforms,
+        };
+        return info::describe_with_exif(&bytes, &described, None);
+    }
+    Ok(Output {
+        bytes,
+        format: Some(format),
+    })
 }
 
 /// The source's size as a person sees it: after EXIF orientation.

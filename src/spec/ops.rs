@@ -258,19 +258,19 @@ impl Op {
                 match r.target {
                     ResizeTarget::Box { w, h } => {
                         if let Some(w) = w {
-                    push_kv(&mut out, "w", w);
-                }
+                            push_kv(&mut out, "w", w);
+                        }
                         if let Some(h) = h {
-                    push_kv(&mut out, "h", h);
-                }
+                            push_kv(&mut out, "h", h);
+                        }
                     }
                     ResizeTarget::Sides { l, s } => {
                         if let Some(l) = l {
-                    push_kv(&mut out, "l", l);
-                }
+                            push_kv(&mut out, "l", l);
+                        }
                         if let Some(s) = s {
-                    push_kv(&mut out, "s", s);
-                }
+                            push_kv(&mut out, "s", s);
+                        }
                     }
                     ResizeTarget::Percent(p) => push_kv(&mut out, "p", p),
                 }

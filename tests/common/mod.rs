@@ -38,12 +38,22 @@ pub struct Mount {
 
 impl Mount {
     pub fn new() -> Mount {
-        Mount::with(MountOptions::default(), Settings::default(), Styles::default(), |_| {})
+        Mount::with(
+            MountOptions::default(),
+            Settings::default(),
+            Styles::default(),
+            |_| {},
+        )
     }
 
     /// Default options; `fill` writes the source directory before the mount.
     pub fn new_with_files(fill: impl FnOnce(&Path)) -> Mount {
-        Mount::with(MountOptions::default(), Settings::default(), Styles::default(), fill)
+        Mount::with(
+            MountOptions::default(),
+            Settings::default(),
+            Styles::default(),
+            fill,
+        )
     }
 
     /// Mounts after `fill` has written the source directory.
@@ -153,12 +163,28 @@ pub fn make_every_format(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         made.push((ext, path));
     }
     let heic = dir.join("photo.heic");
-    run("heif-enc", &["-q", "60", "-o", heic.to_str().unwrap(), jpg.to_str().unwrap()]);
+    run(
+        "heif-enc",
+        &[
+            "-q",
+            "60",
+            "-o",
+            heic.to_str().unwrap(),
+            jpg.to_str().unwrap(),
+        ],
+    );
     made.push(("heic", heic));
     let avif = dir.join("photo.avif");
     run(
         "heif-enc",
-        &["-A", "-q", "60", "-o", avif.to_str().unwrap(), jpg.to_str().unwrap()],
+        &[
+            "-A",
+            "-q",
+            "60",
+            "-o",
+            avif.to_str().unwrap(),
+            jpg.to_str().unwrap(),
+        ],
     );
     made.push(("avif", avif));
     made
@@ -186,7 +212,10 @@ pub fn inspect(path: &Path) -> (String, u32, u32) {
     }
     if head.starts_with(b"RIFF") {
         // WebP: libwebp's dwebp.
-        let out = Command::new("dwebp").args([path.to_str().unwrap(), "-o", "/dev/null"]).output().unwrap();
+        let out = Command::new("dwebp")
+            .args([path.to_str().unwrap(), "-o", "/dev/null"])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "dwebp failed: {text}");
         let (w, h) = webp_dims(&text);
@@ -199,11 +228,7 @@ pub fn inspect(path: &Path) -> (String, u32, u32) {
         "bmp3" | "bmp2" => "bmp".to_string(),
         other => other.to_string(),
     };
-    (
-        format,
-        first[1].parse().unwrap(),
-        first[2].parse().unwrap(),
-    )
+    (format, first[1].parse().unwrap(), first[2].parse().unwrap())
 }
 
 fn webp_dims(dwebp_stderr: &str) -> (u32, u32) {

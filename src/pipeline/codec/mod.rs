@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::spec::Format;
 
 pub use jpeg::estimate_quality as estimate_jpeg_quality;
+pub use webp::METHOD as WEBP_METHOD;
 
 /// What the header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
