@@ -24,24 +24,50 @@ pub(super) fn probe(bytes: &[u8]) -> Result<Header> {
     })
 }
 
-/// The TIFF data of the first APP1 `Exif` segment, found by walking the markers before SOS.
-pub(super) fn exif_segment(bytes: &[u8]) -> Option<&[u8]> {
+/// The APPn segments before the image data, as (marker, body); never copies the file.
+fn app_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut pos = 2;
-    while pos + 4 <= bytes.len() && bytes[pos] == 0xFF {
-        let marker = bytes[pos + 1];
-        let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
-        if marker == 0xDA || len < 2 {
-            return None;
-        }
-        let body = bytes.get(pos + 4..pos + 2 + len)?;
-        if marker == 0xE1 {
-            if let Some(tiff) = body.strip_prefix(b"Exif\0\0") {
-                return Some(tiff);
+    std::iter::from_fn(move || {
+        while pos + 4 <= bytes.len() && bytes[pos] == 0xFF {
+            let marker = bytes[pos + 1];
+            let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+            if marker == 0xDA || len < 2 {
+                return None;
+            }
+            let body = bytes.get(pos + 4..pos + 2 + len)?;
+            pos += 2 + len;
+            if (0xE0..=0xEF).contains(&marker) {
+                return Some((marker, body));
             }
         }
-        pos += 2 + len;
+        None
+    })
+}
+
+/// The TIFF data of the first APP1 `Exif` segment.
+pub(super) fn exif_segment(bytes: &[u8]) -> Option<&[u8]> {
+    app_segments(bytes)
+        .filter(|(marker, _)| *marker == 0xE1)
+        .find_map(|(_, body)| body.strip_prefix(b"Exif\0\0"))
+}
+
+/// The ICC profile, reassembled from its APP2 `ICC_PROFILE` chunks in sequence order.
+fn icc_profile(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut chunks: Vec<(u8, &[u8])> = app_segments(bytes)
+        .filter(|(marker, _)| *marker == 0xE2)
+        .filter_map(|(_, body)| body.strip_prefix(b"ICC_PROFILE\0"))
+        .filter_map(|rest| Some((*rest.first()?, rest.get(2..)?)))
+        .collect();
+    if chunks.is_empty() {
+        return None;
     }
-    None
+    chunks.sort_by_key(|(seq, _)| *seq);
+    Some(
+        chunks
+            .into_iter()
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect(),
+    )
 }
 
 pub(super) fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
@@ -102,13 +128,7 @@ fn scaling_factor(width: u32, height: u32, min_size: Option<(u32, u32)>) -> Scal
 
 /// The ICC profile and EXIF block of a JPEG, if it carries them.
 pub(super) fn metadata(bytes: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    match Jpeg::from_bytes(Bytes::copy_from_slice(bytes)) {
-        Ok(jpeg) => (
-            jpeg.icc_profile().map(|b| b.to_vec()),
-            jpeg.exif().map(|b| b.to_vec()),
-        ),
-        Err(_) => (None, None),
-    }
+    (icc_profile(bytes), exif_segment(bytes).map(<[u8]>::to_vec))
 }
 
 pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
