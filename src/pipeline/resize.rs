@@ -41,7 +41,9 @@ pub fn plan(src_w: u32, src_h: u32, r: &Resize) -> Option<Plan> {
         ResizeTarget::Sides { l, s } if landscape => (l, s),
         ResizeTarget::Sides { l, s } => (s, l),
     };
-    let percent = matches!(r.target, ResizeTarget::Percent(_));
+    // A percentage, or one side alone (lfit, mfit, fixed), sets the size directly: the other
+    // side follows the aspect ratio, rounded once.
+    let mut direct = matches!(r.target, ResizeTarget::Percent(_));
     let (box_w, box_h) = match (box_w, box_h) {
         (Some(bw), Some(bh)) => (bw, bh),
         // fill and pad use a square box when only one side is given.
@@ -50,13 +52,19 @@ pub fn plan(src_w: u32, src_h: u32, r: &Resize) -> Option<Plan> {
         {
             (b, b)
         }
-        (Some(bw), None) => (bw, round(h * f64::from(bw) / w)),
-        (None, Some(bh)) => (round(w * f64::from(bh) / h), bh),
+        (Some(bw), None) => {
+            direct = true;
+            (bw, round(h * f64::from(bw) / w))
+        }
+        (None, Some(bh)) => {
+            direct = true;
+            (round(w * f64::from(bh) / h), bh)
+        }
         (None, None) => return None,
     };
     let (fx, fy) = (f64::from(box_w) / w, f64::from(box_h) / h);
     let fit = |f: f64| (round(w * f), round(h * f));
-    let plan = if percent {
+    let plan = if direct {
         Plan {
             scaled: (box_w, box_h),
             canvas: None,
@@ -174,6 +182,9 @@ mod tests {
         assert_eq!(out(200, 100, "resize,m_pad,w_150,h_80"), (150, 80));
         assert_eq!(out(200, 100, "resize,m_fixed,w_150,h_80"), (150, 80));
         assert_eq!(out(3924, 2550, "resize,l_900,h_600"), (923, 600));
+        // One side alone sets the scale: 6028×3391 to l_900 is 900 wide, not 899.
+        assert_eq!(out(6028, 3391, "resize,l_900"), (900, 506));
+        assert_eq!(out(3391, 6028, "resize,l_900"), (506, 900));
     }
 
     #[test]
