@@ -55,7 +55,10 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let spec = Spec::parse(&args.spec, &styles).map_err(|e| e.to_string())?;
     // The command line may name a symlink (only the mount refuses to follow them).
-    let input = args.input.canonicalize().unwrap_or_else(|_| args.input.clone());
+    let input = args
+        .input
+        .canonicalize()
+        .unwrap_or_else(|_| args.input.clone());
     let (bytes, _) = imgfs::source::read(&input, &settings.limits)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let output = imgfs::pipeline::convert(&bytes, &spec, &settings)

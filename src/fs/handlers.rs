@@ -58,6 +58,7 @@ impl ImgFs {
                 spec,
                 canonical,
                 last_served: Mutex::new(None),
+                changed_at: Mutex::new(None),
             })
         });
         let Kind::Variant(variant) = &node.kind else {
@@ -273,10 +274,24 @@ impl Filesystem for ImgFs {
             Kind::Real => self.open_real(ino.0, &node.path, reply),
             Kind::Variant(variant) => {
                 let files = self.files.clone();
+                let (held, window) = (node.clone(), self.ttl + self.ttl / 2);
                 self.with_variant(ino.0, &node, variant, move |result| match result {
                     Ok((out, _)) => {
                         let fh = files.insert(OpenFile::Variant(out));
-                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                        // Right after the source changed, the kernel may still hold the old
+                        // version's size (attributes cached for the TTL) and pages: reading
+                        // the new bytes through them would cut or mix them. Such opens read
+                        // their pinned bytes directly, bypassing the page cache and i_size.
+                        let unsettled = match &held.kind {
+                            Kind::Variant(v) => v.changed_within(window),
+                            Kind::Real => false,
+                        };
+                        let flags = if unsettled {
+                            FopenFlags::FOPEN_DIRECT_IO
+                        } else {
+                            FopenFlags::FOPEN_KEEP_CACHE
+                        };
+                        reply.opened(FileHandle(fh), flags)
                     }
                     Err(err) => reply.error(errno(&err)),
                 });

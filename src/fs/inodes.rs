@@ -24,6 +24,19 @@ pub struct VariantNode {
     pub canonical: String,
     /// The source version last served, to notice changes and drop the kernel's pages.
     pub last_served: Mutex<Option<Identity>>,
+    /// When a change of the source version was last noticed: until the kernel's cached
+    /// size of the old version has surely expired, opens bypass the page cache.
+    pub changed_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl VariantNode {
+    /// Whether the source changed less than `window` ago.
+    pub fn changed_within(&self, window: std::time::Duration) -> bool {
+        self.changed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < window)
+    }
 }
 
 #[derive(Debug)]

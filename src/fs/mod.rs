@@ -259,6 +259,7 @@ impl ImgFs {
         let changed = last.is_some_and(|old| old != identity);
         *last = Some(identity);
         if changed {
+            *variant.changed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             debug!("source of inode {ino} changed: invalidating its pages");
             if let Some(notifier) = self.notifier.get().cloned() {
                 std::thread::spawn(move || {

@@ -10,7 +10,7 @@ use img_parts::png::Png;
 use img_parts::{Bytes, ImageEXIF, ImageICC};
 
 use super::{decode_error, encode_error, Decoded, EncodeRequest, Header};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spec::Format;
 
 fn image_format(format: Format) -> ImageFormat {
@@ -34,13 +34,22 @@ fn reader(bytes: &[u8], format: Format) -> ImageReader<Cursor<&[u8]>> {
     reader
 }
 
+/// A decoder refusing on its own limits (a header claiming more than `max_alloc`) is the
+/// source exceeding a limit (EFBIG), not an undecodable file (EIO).
+fn image_error(format: Format, err: image::ImageError) -> Error {
+    match err {
+        image::ImageError::Limits(limit) => Error::TooLarge(format!("{}: {limit}", format.name())),
+        other => decode_error(format, other),
+    }
+}
+
 pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
     if format == Format::Jpeg {
         return super::jpeg::probe(bytes);
     }
     let mut decoder = reader(bytes, format)
         .into_decoder()
-        .map_err(|e| decode_error(format, e))?;
+        .map_err(|e| image_error(format, e))?;
     let (width, height) = decoder.dimensions();
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let frames = match format {
@@ -65,10 +74,10 @@ pub(super) fn read_exif(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
 pub(super) fn decode(bytes: &[u8], format: Format) -> Result<Decoded> {
     let mut decoder = reader(bytes, format)
         .into_decoder()
-        .map_err(|e| decode_error(format, e))?;
+        .map_err(|e| image_error(format, e))?;
     let icc = decoder.icc_profile().ok().flatten();
     let exif = decoder.exif_metadata().ok().flatten();
-    let image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(format, e))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(format, e))?;
     Ok(Decoded {
         image,
         icc,
@@ -160,4 +169,52 @@ pub(super) fn count_webp_frames(bytes: &[u8]) -> u64 {
         pos = pos.saturating_add(8 + len + (len & 1));
     }
     frames.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PNG chunk with its CRC.
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in &out[start..] {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        out.extend_from_slice(&(!crc).to_be_bytes());
+    }
+
+    #[test]
+    fn a_header_over_the_decoders_memory_limit_is_too_large_not_undecodable() {
+        // 4e9 × 1 RGB: the image crate refuses at its 4 GiB max_alloc before imgfs sees
+        // the dimensions; that refusal must be EFBIG like imgfs's own limits.
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = 4_000_000_000u32.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&1u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        chunk(&mut png, b"IHDR", &ihdr);
+        chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]);
+        chunk(&mut png, b"IEND", &[]);
+        assert_eq!(probe(&png, Format::Png).unwrap_err().errno(), libc::EFBIG);
+        assert_eq!(
+            decode(&png, Format::Png).err().unwrap().errno(),
+            libc::EFBIG
+        );
+        // A broken file is still EIO.
+        assert_eq!(
+            probe(&png[..20], Format::Png).unwrap_err().errno(),
+            libc::EIO
+        );
+    }
 }
