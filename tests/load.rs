@@ -5,96 +5,14 @@
 mod common;
 
 use std::fs;
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use common::{free_port, make_jpeg, run, Mount, MAGICK};
+use common::nginx::Nginx;
+use common::{make_jpeg, run, Mount, MAGICK};
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
-
-/// nginx started on a loopback port with contrib/nginx-imgfs.conf (as tests/web.rs does);
-/// stopped on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn serve(root: &Path) -> Nginx {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let shipped = fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/contrib/nginx-imgfs.conf"
-        ))
-        .unwrap();
-        let server = shipped
-            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
-            .replace("root /mnt/img;", &format!("root {};", root.display()));
-        assert!(server.contains(&port.to_string()) && server.contains(root.to_str().unwrap()));
-        let d = dir.path().display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n include /etc/nginx/mime.types;\n access_log {d}/access.log;\n\
-             client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
-             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n{server}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("/usr/sbin/nginx")
-            .args([
-                "-c",
-                conf_path.to_str().unwrap(),
-                "-p",
-                dir.path().to_str().unwrap(),
-            ])
-            .spawn()
-            .expect("nginx (run scripts/setup-debian.sh)");
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port, dir };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "nginx did not listen: {}",
-            fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
-    }
-
-    /// (status, body) as curl receives them.
-    fn get(&self, name: &str) -> (u32, Vec<u8>) {
-        let body = self.dir.path().join("body.out");
-        let url = format!("http://127.0.0.1:{}/{name}", self.port);
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                body.to_str().unwrap(),
-                "-w",
-                "%{http_code}",
-                &url,
-            ])
-            .output()
-            .unwrap();
-        let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
-        (status, fs::read(&body).unwrap_or_default())
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn status_kb(field: &str) -> u64 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
@@ -272,7 +190,7 @@ fn nginx_under_load_serves_exact_bytes_with_one_conversion_per_variant() {
 
     // After the load: each body as nginx sends it equals a direct read of the mount.
     for p in &paths {
-        let (status, body) = nginx.get(p);
+        let (status, _, body) = nginx.get(p);
         assert_eq!(status, 200, "{p}");
         let direct = fs::read(m.path(p)).unwrap();
         assert_eq!(body.len(), direct.len(), "{p}: length");

@@ -2,6 +2,8 @@
 //! made by independent tools, and independent decoders to check outputs.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
