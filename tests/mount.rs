@@ -565,3 +565,12 @@ fn styles_expand_at_mount_time() {
         libc::EINVAL
     );
 }
+
+#[test]
+fn tiff_with_transparency_declares_its_alpha_channel() {
+    let m = mount_with(|src| make_jpeg(&src.join("p.jpg"), 80, 60));
+    let out = m.path("p.jpg@circle,r_20@format,tiff");
+    read_exact_size(&out);
+    assert_eq!(exif_tag(&out, "ExtraSamples"), "2"); // unassociated alpha
+    assert_eq!(exif_tag(&out, "SamplesPerPixel"), "4");
+}

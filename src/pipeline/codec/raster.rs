@@ -100,6 +100,9 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
             encoder.encode_frame(image::Frame::new(image.to_rgba8()))
         }
         Format::Bmp => image.write_to(&mut Cursor::new(&mut out), ImageFormat::Bmp),
+        Format::Tiff if color.has_alpha() => {
+            return encode_tiff_with_alpha(&image.to_rgba8()).map_err(|e| encode_error(format, e));
+        }
         Format::Tiff => image.write_to(&mut Cursor::new(&mut out), ImageFormat::Tiff),
         _ => unreachable!("{format:?} has its own encoder"),
     };
@@ -110,6 +113,18 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
         png.set_exif(request.exif.map(Bytes::copy_from_slice));
         return Ok(png.encoder().bytes().to_vec());
     }
+    Ok(out)
+}
+
+/// RGBA TIFF that declares its 4th channel as alpha (ExtraSamples = unassociated alpha);
+/// the image crate's encoder leaves it unspecified, which readers may not take as alpha.
+fn encode_tiff_with_alpha(rgba: &image::RgbaImage) -> tiff::TiffResult<Vec<u8>> {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let mut out = Vec::new();
+    let mut encoder = TiffEncoder::new(Cursor::new(&mut out))?;
+    let mut tiff = encoder.new_image::<colortype::RGB8>(rgba.width(), rgba.height())?;
+    tiff.extra_samples(&[tiff::tags::ExtraSamples::UnassociatedAlpha])?;
+    tiff.write_data(rgba.as_raw())?;
     Ok(out)
 }
 
