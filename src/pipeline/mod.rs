@@ -53,7 +53,7 @@ impl Qualities {
 }
 
 /// Everything a conversion needs besides the source bytes and the spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub limits: Limits,
     pub qualities: Qualities,
@@ -61,6 +61,20 @@ pub struct Settings {
     pub strip_metadata: bool,
     /// The source root, against which watermark image paths resolve.
     pub root: Option<PathBuf>,
+    /// x265 preset of HEIC encodes.
+    pub heic_preset: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            qualities: Qualities::default(),
+            strip_metadata: false,
+            root: None,
+            heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
+        }
+    }
 }
 
 /// A converted file: its bytes and what they are.
@@ -146,6 +160,7 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
             format,
             quality,
             progressive: spec.interlace,
+            heic_preset: &settings.heic_preset,
             icc: decoded.icc.as_deref(),
             exif: exif.as_deref(),
         },

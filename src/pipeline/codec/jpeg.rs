@@ -252,6 +252,7 @@ mod tests {
                 format: Format::Jpeg,
                 quality,
                 progressive: false,
+                heic_preset: "",
                 icc: None,
                 exif: None,
             };

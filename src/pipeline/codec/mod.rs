@@ -11,6 +11,7 @@ use image::DynamicImage;
 use crate::error::{Error, Result};
 use crate::spec::Format;
 
+pub use heif::{DEFAULT_X265_PRESET, X265_PRESETS};
 pub use jpeg::estimate_quality as estimate_jpeg_quality;
 pub use webp::METHOD as WEBP_METHOD;
 
@@ -50,6 +51,8 @@ pub struct EncodeRequest<'a> {
     /// 1..=100 for lossy formats.
     pub quality: u8,
     pub progressive: bool,
+    /// x265 preset for HEIC (ultrafast .. placebo).
+    pub heic_preset: &'a str,
     pub icc: Option<&'a [u8]>,
     pub exif: Option<&'a [u8]>,
 }
