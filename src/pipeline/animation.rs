@@ -7,7 +7,7 @@ use std::io::Cursor;
 
 use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
 use image::codecs::webp::WebPDecoder;
-use image::{AnimationDecoder, DynamicImage, Frame, RgbaImage};
+use image::{AnimationDecoder, DynamicImage, Frame, ImageDecoder, RgbaImage};
 
 use crate::error::{Error, Result};
 use crate::spec::{Format, Op};
@@ -32,13 +32,18 @@ pub(super) fn can_animate(format: Format) -> bool {
 /// Decodes every frame, composited to full canvas size, with its delay in milliseconds.
 pub(super) fn decode(bytes: &[u8], format: Format) -> Result<Animation> {
     let fail = |e: image::ImageError| Error::Decode(format!("{}: {e}", format.name()));
+    let limits = super::codec::decoder_limits;
     let frames = match format {
-        Format::Gif => GifDecoder::new(Cursor::new(bytes))
-            .map_err(fail)?
-            .into_frames(),
-        Format::Webp => WebPDecoder::new(Cursor::new(bytes))
-            .map_err(fail)?
-            .into_frames(),
+        Format::Gif => {
+            let mut decoder = GifDecoder::new(Cursor::new(bytes)).map_err(fail)?;
+            decoder.set_limits(limits()).map_err(fail)?;
+            decoder.into_frames()
+        }
+        Format::Webp => {
+            let mut decoder = WebPDecoder::new(Cursor::new(bytes)).map_err(fail)?;
+            decoder.set_limits(limits()).map_err(fail)?;
+            decoder.into_frames()
+        }
         _ => unreachable!("only GIF and WebP animate"),
     };
     let mut out = Vec::new();

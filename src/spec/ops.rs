@@ -357,7 +357,11 @@ fn parse_resize(args: &[&str]) -> Result<Resize> {
     let (l, s) = (a.uint("l", 1, 16_384)?, a.uint("s", 1, 16_384)?);
     let p = a.uint("p", 1, 1000)?;
     let limit = a.uint("limit", 0, 1)?.unwrap_or(1) == 1;
-    let color = a.color("color")?.unwrap_or([255, 255, 255]);
+    // The canvas colour only means something to pad; elsewhere it is dropped (canonical form).
+    let color = match a.color("color")? {
+        Some(color) if mode == ResizeMode::Pad => color,
+        _ => [255, 255, 255],
+    };
     // Precedence of x-oss-process.md: w/h first, then l/s, then p.
     let target = if w.is_some() || h.is_some() {
         ResizeTarget::Box { w, h }

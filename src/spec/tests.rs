@@ -264,3 +264,12 @@ fn gravity_origins_follow_the_grammar() {
     assert_eq!(Gravity::SouthEast.origin(400, 300, 100, 50), (300, 250));
     assert_eq!(Gravity::NorthWest.origin(400, 300, 100, 50), (0, 0));
 }
+
+/// Found by fuzzing: `color` without `m_pad` survived parsing but not the canonical form.
+#[test]
+fn resize_color_without_pad_round_trips() {
+    for text in ["image/resize,h_80,color_FF0000", "resize,w_1,color_000000"] {
+        let spec = parse(text);
+        assert_eq!(parse(&spec.canonical()), spec, "{text}");
+    }
+}

@@ -13,6 +13,7 @@ use crate::spec::Format;
 
 pub use heif::{DEFAULT_X265_PRESET, X265_PRESETS};
 pub use jpeg::estimate_quality as estimate_jpeg_quality;
+pub(crate) use raster::decoder_limits;
 pub use webp::METHOD as WEBP_METHOD;
 
 /// What the header says, read before any pixel is decoded.

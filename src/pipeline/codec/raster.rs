@@ -25,12 +25,20 @@ fn image_format(format: Format) -> ImageFormat {
     }
 }
 
+/// What a decoder may allocate at most: a frame of the default pixel limit in RGBA (1 GB).
+/// It catches what a header hides, such as a GIF frame far larger than its canvas.
+pub(crate) const MAX_DECODE_ALLOC: u64 = 1 << 30;
+
+pub(crate) fn decoder_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    limits
+}
+
 fn reader(bytes: &[u8], format: Format) -> ImageReader<Cursor<&[u8]>> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
     // The header was checked against our limits already; these catch what a header hides.
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(4 << 30);
-    reader.limits(limits);
+    reader.limits(decoder_limits());
     reader
 }
 
@@ -231,5 +239,18 @@ mod tests {
             probe(&png[..20], Format::Png).unwrap_err().errno(),
             libc::EIO
         );
+    }
+
+    /// Found by fuzzing: an 8×10 GIF whose first frame claims 29798×28793 px asked the
+    /// decoder for 3.4 GB. The decoder's allocation cap turns it into EFBIG.
+    #[test]
+    fn a_gif_frame_larger_than_its_canvas_is_refused_without_allocating() {
+        let input =
+            include_bytes!("../../../fuzz/regressions/pipeline-gif-frame-larger-than-screen");
+        let spec =
+            crate::spec::Spec::parse("crop,w_10,h_10,g_center@format,gif", &Default::default())
+                .unwrap();
+        let err = crate::pipeline::convert(&input[1..], &spec, &Default::default()).unwrap_err();
+        assert!(matches!(err.errno(), libc::EFBIG | libc::EIO), "{err}");
     }
 }
