@@ -473,6 +473,9 @@ impl Filesystem for ImgFs {
         );
     }
 
+    // imgfs exposes no extended attributes: ENOSYS makes the kernel answer EOPNOTSUPP by
+    // itself from then on, saving two round trips per file of every `ls -l` (ACL and
+    // SELinux probes), which measured 0.2 s of 0.36 s for 10,000 files.
     fn getxattr(
         &self,
         _req: &Request,
@@ -481,15 +484,10 @@ impl Filesystem for ImgFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        // ENODATA, never ENOSYS: the kernel would stop asking for good.
-        reply.error(Errno::from_i32(libc::ENODATA));
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 }
