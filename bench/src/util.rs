@@ -31,22 +31,29 @@ pub fn run_cpu(cmd: &mut Command) -> Res<(f64, f64)> {
     Ok((wall, children_cpu() - before))
 }
 
-/// Runs `cmd` to the end and returns its peak RSS in bytes (wait4's ru_maxrss).
+/// Runs `cmd` to the end and returns its peak RSS in bytes: VmHWM polled every 2 ms (wait4's
+/// ru_maxrss would include this big process's RSS, inherited across fork and exec).
 pub fn peak_rss(cmd: &mut Command) -> Res<u64> {
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
-    if unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) } < 0 {
-        return Err(format!("{cmd:?}: wait4 failed"));
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            let kib = text.lines().find_map(|l| l.strip_prefix("VmHWM:"));
+            let kib = kib.and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak = peak.max(kib.unwrap_or(0) * 1024);
+        }
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(s) if s.success() => return Ok(peak),
+            Some(s) => return Err(format!("{cmd:?} failed ({s})")),
+            None => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
     }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("{cmd:?} failed (wait status {status})"));
-    }
-    Ok(usage.ru_maxrss as u64 * 1024)
 }
 
 fn children_cpu() -> f64 {
