@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    return_freed_frames();
     let result = match cli.command {
         Command::Mount(args) => mount(args),
         Command::Convert(args) => convert(args),
@@ -24,6 +25,16 @@ fn main() -> ExitCode {
             error!("{message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Frames and encoder buffers are tens of MiB and short-lived. glibc raises its mmap threshold
+/// after the first such free (up to 32 MiB), after which they come from the heap and stay in
+/// the process's RSS; a fixed threshold keeps them mmapped, so a free returns them at once.
+fn return_freed_frames() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -461,30 +461,25 @@ fn exif_tag(path: &Path, tag: &str) -> String {
     .to_string()
 }
 
+/// A photo-like JPEG with the sRGB ICC profile and the EXIF tags `exif` (exiftool arguments).
+fn make_tagged_jpeg(path: &Path, (width, height): (u32, u32), exif: &[&str]) {
+    make_jpeg(path, width, height);
+    let p = path.to_str().unwrap();
+    run(MAGICK, &[p, "-profile", "/usr/share/color/icc/sRGB.icc", p]);
+    let mut args = vec!["-q", "-overwrite_original"];
+    args.extend_from_slice(exif);
+    args.push(p);
+    run("exiftool", &args);
+}
+
 #[test]
 fn orientation_icc_and_exif_travel_with_the_pixels() {
     let m = mount_with(|src| {
         let p = src.join("rotated.jpg");
-        make_jpeg(&p, 300, 200);
-        run(
-            MAGICK,
-            &[
-                p.to_str().unwrap(),
-                "-profile",
-                "/usr/share/color/icc/sRGB.icc",
-                p.to_str().unwrap(),
-            ],
-        );
-        run(
-            "exiftool",
-            &[
-                "-q",
-                "-overwrite_original",
-                "-n",
-                "-Orientation=6",
-                "-Make=imgfs-test",
-                p.to_str().unwrap(),
-            ],
+        make_tagged_jpeg(
+            &p,
+            (300, 200),
+            &["-n", "-Orientation=6", "-Make=imgfs-test"],
         );
     });
     // auto-orient (default 1): upright pixels, Orientation reset to 1, other EXIF kept.
@@ -573,4 +568,49 @@ fn tiff_with_transparency_declares_its_alpha_channel() {
     read_exact_size(&out);
     assert_eq!(exif_tag(&out, "ExtraSamples"), "2"); // unassociated alpha
     assert_eq!(exif_tag(&out, "SamplesPerPixel"), "4");
+}
+
+/// A HEIC over 2 MP is written as a grid of tiles (issue 4, memory); an independent decoder
+/// (Debian's heif-convert) must compose it to the full size, with every tile, edge tiles
+/// included, in its place, and the ICC profile and EXIF kept.
+#[test]
+fn a_large_heic_is_a_grid_that_other_decoders_compose() {
+    let m = mount_with(|src| {
+        make_tagged_jpeg(&src.join("wide.jpg"), (2600, 1500), &["-Make=imgfs-test"]);
+    });
+    let out = m.path("wide.jpg@format,heic@quality,Q_90");
+    let bytes = read_exact_size(&out);
+    assert!(
+        bytes.windows(4).any(|w| w == b"grid"),
+        "a 3.9 MP HEIC should be a grid item"
+    );
+    assert_eq!(inspect(&out), ("heic".to_string(), 2600, 1500));
+    assert_eq!(exif_tag(&out, "Make"), "imgfs-test");
+    assert!(!exif_tag(&out, "ICC_Profile:ProfileDescription").is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("decoded.png");
+    run(
+        "heif-convert",
+        &[out.to_str().unwrap(), png.to_str().unwrap()],
+    );
+    // PSNR against the source, which ImageMagick prints on stderr (compare exits 1 when the
+    // images differ at all, so not through `run`).
+    let source = m.source.join("wide.jpg");
+    let compared = std::process::Command::new("/usr/bin/compare")
+        .args(["-metric", "PSNR"])
+        .args([source.as_os_str(), png.as_os_str()])
+        .arg("null:")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&compared.stderr);
+    let psnr: f64 = text
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| {
+            panic!("compare printed no PSNR: {text}");
+        });
+    assert!(psnr > 35.0, "grid composed wrongly: PSNR {psnr} dB");
 }

@@ -12,7 +12,7 @@ mod watermark;
 use std::path::PathBuf;
 
 use image::metadata::Orientation;
-use image::DynamicImage;
+use image::{DynamicImage, GenericImageView};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -154,8 +154,9 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         let _ = Orientation::remove_from_exif_chunk(exif);
     }
     let quality = encode_quality(source, spec, &header, format, settings);
+    let (width, height) = image.dimensions();
     let bytes = codec::encode(
-        &image,
+        image,
         &EncodeRequest {
             format,
             quality,
@@ -172,8 +173,8 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
     if spec.output == OutputKind::Info {
         let header = Header {
             format,
-            width: image.width(),
-            height: image.height(),
+            width,
+            height,
             frames: 1,
             orientation: Orientation::NoTransforms,
         };

@@ -29,11 +29,16 @@ pub const X265_PRESETS: [&str; 10] = [
     "veryslow",
     "placebo",
 ];
-/// Chosen by measurement (README, "Benchmark"): under half heif-enc's time (preset slow) at
-/// fewer bytes and a SSIMULACRA2 within 3%.
-pub const DEFAULT_X265_PRESET: &str = "superfast";
+/// Chosen by measurement (README, "Benchmark"): on 9–20 MP photos at q50, 0.4–0.5× superfast's
+/// time at -1% to +7% bytes and SSIMULACRA2 within 1%; at equal score as small as superfast.
+pub const DEFAULT_X265_PRESET: &str = "ultrafast";
 /// libaom speed for AVIF (0 slowest .. 9 fastest).
 pub const AOM_SPEED: i32 = 8;
+
+/// Initialises libheif (once per process) before raw libheif calls.
+pub(super) fn init() {
+    LazyLock::force(&LIBHEIF);
+}
 
 /// HEIF files are ISO-BMFF: `ftyp` with a brand naming the codec.
 pub(super) fn detect(bytes: &[u8]) -> Option<Format> {
@@ -145,6 +150,9 @@ fn strip_exif_offset(block: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    if super::heif_grid::wanted(image, request.format) {
+        return super::heif_grid::encode(image, request);
+    }
     let format = request.format;
     let fail = |e: libheif_rs::HeifError| encode_error(format, e);
     let (compression, chroma, channels) = match (format, image.color().has_alpha()) {

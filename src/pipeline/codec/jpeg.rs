@@ -132,7 +132,15 @@ pub(super) fn metadata(bytes: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
 }
 
 pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
-    let rgb = image.to_rgb8();
+    // The pipeline's images are RGB8 or RGBA8 (flattened before a JPEG encode): borrow, never copy.
+    let converted;
+    let rgb = match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => {
+            converted = other.to_rgb8();
+            &converted
+        }
+    };
     let mut compressor = Compressor::new().map_err(|e| encode_error(Format::Jpeg, e))?;
     let quality = i32::from(request.quality);
     let setup = compressor

@@ -1,6 +1,7 @@
 //! Decoders and encoders, one module per codec, behind three calls: probe, decode, encode.
 
 mod heif;
+mod heif_grid;
 mod jpeg;
 mod raster;
 mod webp;
@@ -108,19 +109,19 @@ pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<D
     })
 }
 
-pub fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
-    let flattened;
+/// Encodes `image`, which it consumes: a codec may free the frame as soon as it has its own
+/// copy (WebP's YUV picture), keeping a large encode's peak memory near one frame.
+pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
     let image = if image.color().has_alpha() && !request.format.has_alpha() {
-        flattened = flatten_on_white(image);
-        &flattened
+        flatten_on_white(&image)
     } else {
         image
     };
     match request.format {
-        Format::Jpeg => jpeg::encode(image, request),
+        Format::Jpeg => jpeg::encode(&image, request),
         Format::Webp => webp::encode(image, request),
-        Format::Heic | Format::Avif => heif::encode(image, request),
-        Format::Png | Format::Gif | Format::Bmp | Format::Tiff => raster::encode(image, request),
+        Format::Heic | Format::Avif => heif::encode(&image, request),
+        Format::Png | Format::Gif | Format::Bmp | Format::Tiff => raster::encode(&image, request),
     }
 }
 
