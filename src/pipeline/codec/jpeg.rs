@@ -5,7 +5,9 @@ use image::metadata::Orientation;
 use image::DynamicImage;
 use img_parts::jpeg::Jpeg;
 use img_parts::{Bytes, ImageEXIF, ImageICC};
-use turbojpeg::{Colorspace, Compressor, Decompressor, PixelFormat, ScalingFactor, Subsamp};
+use turbojpeg::{
+    Colorspace, Compressor, Decompressor, PixelFormat, ScalingFactor, Subsamp, YuvImage,
+};
 
 use super::{decode_error, encode_error, DecodeRequest, Decoded, EncodeRequest, Header};
 use crate::error::Result;
@@ -131,41 +133,52 @@ pub(super) fn metadata(bytes: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     (icc_profile(bytes), exif_segment(bytes).map(<[u8]>::to_vec))
 }
 
-pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
-    // The pipeline's images are RGB8 or RGBA8 (flattened before a JPEG encode): borrow, never copy.
-    let converted;
+pub(super) fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    let fail = |e: turbojpeg::Error| encode_error(Format::Jpeg, e);
+    // The pipeline's images are RGB8 or RGBA8 (flattened before a JPEG encode).
     let rgb = match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
-        other => {
-            converted = other.to_rgb8();
-            &converted
-        }
+        other => other.to_rgb8(),
     };
-    let mut compressor = Compressor::new().map_err(|e| encode_error(Format::Jpeg, e))?;
+    let mut compressor = Compressor::new().map_err(fail)?;
     let quality = i32::from(request.quality);
-    let setup = compressor
-        .set_quality(quality)
-        // Full chroma at high qualities, where 4:2:0's colour bleeding becomes the visible error.
-        .and_then(|()| {
-            compressor.set_subsamp(if quality >= 90 {
-                Subsamp::None
-            } else {
-                Subsamp::Sub2x2
-            })
-        })
-        .and_then(|()| compressor.set_optimize(true))
-        .and_then(|()| compressor.set_progressive(request.progressive));
-    setup.map_err(|e| encode_error(Format::Jpeg, e))?;
-    let input = turbojpeg::Image {
-        pixels: rgb.as_raw().as_slice(),
-        width: rgb.width() as usize,
-        pitch: rgb.width() as usize * 3,
-        height: rgb.height() as usize,
-        format: PixelFormat::RGB,
+    let subsamp = if quality >= 90 {
+        Subsamp::None
+    } else {
+        Subsamp::Sub2x2
     };
-    let bytes = compressor
-        .compress_to_vec(input)
-        .map_err(|e| encode_error(Format::Jpeg, e))?;
+    compressor.set_quality(quality).map_err(fail)?;
+    compressor.set_subsamp(subsamp).map_err(fail)?;
+    compressor.set_optimize(true).map_err(fail)?;
+    compressor
+        .set_progressive(request.progressive)
+        .map_err(fail)?;
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    let bytes = if subsamp == Subsamp::Sub2x2 {
+        // Optimised Huffman tables make libjpeg keep every DCT coefficient (one frame's worth):
+        // convert to YCbCr 4:2:0 first, with libjpeg-turbo's own converter (the same bytes as
+        // compressing RGB, but for the padding of a last partial MCU), and free the RGB frame,
+        // so the encode peaks at 1.5 frames, not 2.
+        let yuv = rgb_to_yuv420(&rgb)?;
+        drop(rgb);
+        let image = YuvImage {
+            pixels: yuv.as_slice(),
+            width,
+            align: 1,
+            height,
+            subsamp,
+        };
+        compressor.compress_yuv_to_vec(image).map_err(fail)?
+    } else {
+        let input = turbojpeg::Image {
+            pixels: rgb.as_raw().as_slice(),
+            width,
+            pitch: width * 3,
+            height,
+            format: PixelFormat::RGB,
+        };
+        compressor.compress_to_vec(input).map_err(fail)?
+    };
     if request.icc.is_none() && request.exif.is_none() {
         return Ok(bytes);
     }
@@ -177,6 +190,48 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
 }
 
 /// IJG's luminance quantisation table in natural order (JPEG Annex K).
+/// YCbCr 4:2:0 planes (rows unpadded) of `rgb`, as libjpeg-turbo converts for compression.
+fn rgb_to_yuv420(rgb: &image::RgbImage) -> Result<Vec<u8>> {
+    use turbojpeg_sys as raw;
+    let fail = |what: &str| encode_error(Format::Jpeg, what);
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    let len = turbojpeg::yuv_pixels_len(width, 1, height, Subsamp::Sub2x2)
+        .map_err(|e| encode_error(Format::Jpeg, e))?;
+    let mut yuv = vec![0u8; len];
+    // SAFETY: a fresh handle, destroyed below; `yuv` has tj3YUVBufSize bytes for this geometry.
+    let status = unsafe {
+        let handle = raw::tj3Init(raw::TJINIT_TJINIT_COMPRESS as i32);
+        if handle.is_null() {
+            return Err(fail("libjpeg-turbo: no handle"));
+        }
+        let status = if raw::tj3Set(
+            handle,
+            raw::TJPARAM_TJPARAM_SUBSAMP as i32,
+            raw::TJSAMP_TJSAMP_420,
+        ) == 0
+        {
+            raw::tj3EncodeYUV8(
+                handle,
+                rgb.as_ptr(),
+                width as i32,
+                (width * 3) as i32,
+                height as i32,
+                raw::TJPF_TJPF_RGB,
+                yuv.as_mut_ptr(),
+                1,
+            )
+        } else {
+            -1
+        };
+        raw::tj3Destroy(handle);
+        status
+    };
+    if status != 0 {
+        return Err(fail("libjpeg-turbo: RGB to YCbCr failed"));
+    }
+    Ok(yuv)
+}
+
 const IJG_LUMA: [u16; 64] = [
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
@@ -250,6 +305,62 @@ fn luma_table(bytes: &[u8]) -> Option<[u16; 64]> {
 mod tests {
     use super::*;
 
+    /// The YCbCr detour that frees the RGB frame early changes no byte when the image fills
+    /// whole 16×16 MCUs; otherwise only how the last partial MCU is padded (invisible pixels),
+    /// so the decoded pixels stay within a step or two.
+    #[test]
+    fn encoding_through_ycbcr_planes_matches_an_rgb_encode() {
+        for (width, height) in [(208u32, 112u32), (203, 117)] {
+            let rgb = image::RgbImage::from_fn(width, height, |x, y| {
+                image::Rgb([
+                    (x * 7 % 256) as u8,
+                    (y * 3 % 256) as u8,
+                    ((x ^ y) % 256) as u8,
+                ])
+            });
+            for progressive in [false, true] {
+                let request = EncodeRequest {
+                    format: Format::Jpeg,
+                    quality: 80,
+                    progressive,
+                    heic_preset: "",
+                    icc: None,
+                    exif: None,
+                };
+                let ours = encode(DynamicImage::ImageRgb8(rgb.clone()), &request).unwrap();
+                let mut direct = Compressor::new().unwrap();
+                direct.set_quality(80).unwrap();
+                direct.set_subsamp(Subsamp::Sub2x2).unwrap();
+                direct.set_optimize(true).unwrap();
+                direct.set_progressive(progressive).unwrap();
+                let expected = direct
+                    .compress_to_vec(turbojpeg::Image {
+                        pixels: rgb.as_raw().as_slice(),
+                        width: width as usize,
+                        pitch: width as usize * 3,
+                        height: height as usize,
+                        format: PixelFormat::RGB,
+                    })
+                    .unwrap();
+                if width % 16 == 0 && height % 16 == 0 {
+                    assert!(ours == expected, "{width}×{height}: bytes differ");
+                }
+                let a = turbojpeg::decompress(&ours, PixelFormat::RGB).unwrap();
+                let b = turbojpeg::decompress(&expected, PixelFormat::RGB).unwrap();
+                let worst = a
+                    .pixels
+                    .iter()
+                    .zip(&b.pixels)
+                    .map(|(x, y)| x.abs_diff(*y))
+                    .max();
+                assert!(
+                    worst <= Some(4),
+                    "{width}×{height}: pixels differ by {worst:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn quality_estimate_recovers_the_encoder_setting() {
         let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(64, 48, |x, y| {
@@ -264,7 +375,7 @@ mod tests {
                 icc: None,
                 exif: None,
             };
-            let bytes = encode(&image, &request).unwrap();
+            let bytes = encode(image.clone(), &request).unwrap();
             assert_eq!(estimate_quality(&bytes), Some(quality));
         }
         assert_eq!(estimate_quality(b"not a jpeg"), None);

@@ -110,7 +110,7 @@ pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<D
 }
 
 /// Encodes `image`, which it consumes: a codec may free the frame as soon as it has its own
-/// copy (WebP's YUV picture), keeping a large encode's peak memory near one frame.
+/// copy (JPEG's and WebP's YCbCr planes), keeping a large encode's peak memory near one frame.
 pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
     let image = if image.color().has_alpha() && !request.format.has_alpha() {
         flatten_on_white(&image)
@@ -118,7 +118,7 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8
         image
     };
     match request.format {
-        Format::Jpeg => jpeg::encode(&image, request),
+        Format::Jpeg => jpeg::encode(image, request),
         Format::Webp => webp::encode(image, request),
         Format::Heic | Format::Avif => heif::encode(&image, request),
         Format::Png | Format::Gif | Format::Bmp | Format::Tiff => raster::encode(&image, request),
