@@ -33,9 +33,9 @@ impl Default for Qualities {
         // Chosen for about equal perceived quality (SSIMULACRA2 ≈ 80) on photos.
         Qualities {
             jpeg: 85,
-            webp: 86,
+            webp: 88,
             heic: 50,
-            avif: 55,
+            avif: 80,
         }
     }
 }
