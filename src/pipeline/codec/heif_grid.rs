@@ -10,7 +10,7 @@ use image::DynamicImage;
 use libheif_sys as lh;
 
 use super::{encode_error, EncodeRequest};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::spec::Format;
 
 /// Largest tile side. Measured (x265 ultrafast, q50): on a 20 MP photo 1024 costs +0.4% bytes
@@ -45,14 +45,14 @@ unsafe extern "C" fn release_handle(handle: *mut lh::heif_image_handle) {
     unsafe { lh::heif_image_handle_release(handle) }
 }
 
-fn check(format: Format, err: lh::heif_error) -> Result<()> {
+fn check(err: lh::heif_error) -> Result<()> {
     if err.code == lh::heif_error_code_heif_error_Ok {
         return Ok(());
     }
     // libheif's message is always a valid C string (possibly empty).
     let message = unsafe { CStr::from_ptr(err.message) }.to_string_lossy();
     Err(encode_error(
-        format,
+        Format::Heic,
         format!("libheif error {}: {message}", err.code),
     ))
 }
@@ -60,12 +60,9 @@ fn check(format: Format, err: lh::heif_error) -> Result<()> {
 /// Encodes an opaque RGB image as a grid of equal tiles of at most [`TILE`]² (edge tiles repeat
 /// the last row and column; the grid's output size crops them away).
 pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
-    let format = request.format;
+    let fail = |what: &str| encode_error(Format::Heic, what);
     let DynamicImage::ImageRgb8(rgb) = image else {
-        return Err(Error::Encode(format!(
-            "{}: grid tiles are RGB",
-            format.name()
-        )));
+        return Err(fail("grid tiles are RGB"));
     };
     let (width, height) = rgb.dimensions();
     let (columns, rows) = (width.div_ceil(TILE), height.div_ceil(TILE));
@@ -78,23 +75,24 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
 
     let ctx = Owned(unsafe { lh::heif_context_alloc() }, lh::heif_context_free);
     if ctx.0.is_null() {
-        return Err(encode_error(format, "libheif: no context"));
+        return Err(fail("libheif: no context"));
     }
     let mut encoder = Owned(ptr::null_mut(), lh::heif_encoder_release);
-    check(format, unsafe {
+    check(unsafe {
         lh::heif_context_get_encoder_for_format(
             ctx.0,
             lh::heif_compression_format_heif_compression_HEVC,
             &mut encoder.0,
         )
     })?;
-    check(format, unsafe {
-        lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(request.quality))
+    check(unsafe { lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(request.quality)) })?;
+    let preset = CString::new(request.heic_preset).map_err(|e| encode_error(Format::Heic, e))?;
+    check(unsafe {
+        lh::heif_encoder_set_parameter_string(encoder.0, c"preset".as_ptr(), preset.as_ptr())
     })?;
-    set_string(format, encoder.0, "preset", request.heic_preset)?;
 
     let mut grid = Owned(ptr::null_mut(), release_handle);
-    check(format, unsafe {
+    check(unsafe {
         lh::heif_context_add_grid_image(
             ctx.0,
             width,
@@ -108,7 +106,7 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     let row_bytes = tile_w as usize * 3;
     for ty in 0..rows {
         for tx in 0..columns {
-            let tile = Owned(new_tile(format, tile_w, tile_h)?, release_image);
+            let tile = Owned(new_tile(tile_w, tile_h)?, release_image);
             let mut stride = 0;
             let plane = unsafe {
                 lh::heif_image_get_plane(
@@ -118,7 +116,7 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                 )
             };
             if plane.is_null() {
-                return Err(encode_error(format, "libheif: tile without a plane"));
+                return Err(fail("libheif: tile without a plane"));
             }
             let stride = stride as usize;
             // Clamped: rounding tiles up may leave a last column or row wholly outside.
@@ -139,7 +137,7 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                 }
             }
             if let Some(icc) = request.icc {
-                check(format, unsafe {
+                check(unsafe {
                     lh::heif_image_set_raw_color_profile(
                         tile.0,
                         c"prof".as_ptr(),
@@ -148,14 +146,14 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                     )
                 })?;
             }
-            check(format, unsafe {
+            check(unsafe {
                 lh::heif_context_add_image_tile(ctx.0, grid.0, tx, ty, tile.0, encoder.0)
             })?;
         }
     }
     if let Some(exif) = request.exif {
-        let len = i32::try_from(exif.len()).map_err(|_| encode_error(format, "EXIF too large"))?;
-        check(format, unsafe {
+        let len = i32::try_from(exif.len()).map_err(|_| fail("EXIF too large"))?;
+        check(unsafe {
             lh::heif_context_add_exif_metadata(ctx.0, grid.0, exif.as_ptr().cast(), len)
         })?;
     }
@@ -164,15 +162,15 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
         writer_api_version: 1,
         write: Some(append),
     };
-    check(format, unsafe {
+    check(unsafe {
         lh::heif_context_write(ctx.0, &mut writer, (&mut bytes as *mut Vec<u8>).cast())
     })?;
     Ok(bytes)
 }
 
-fn new_tile(format: Format, width: u32, height: u32) -> Result<*mut lh::heif_image> {
+fn new_tile(width: u32, height: u32) -> Result<*mut lh::heif_image> {
     let mut image = ptr::null_mut();
-    check(format, unsafe {
+    check(unsafe {
         lh::heif_image_create(
             width as i32,
             height as i32,
@@ -190,24 +188,11 @@ fn new_tile(format: Format, width: u32, height: u32) -> Result<*mut lh::heif_ima
             8,
         )
     };
-    if let Err(e) = check(format, added) {
+    if let Err(e) = check(added) {
         unsafe { lh::heif_image_release(image) };
         return Err(e);
     }
     Ok(image)
-}
-
-fn set_string(
-    format: Format,
-    encoder: *mut lh::heif_encoder,
-    name: &str,
-    value: &str,
-) -> Result<()> {
-    let name = CString::new(name).map_err(|e| encode_error(format, e))?;
-    let value = CString::new(value).map_err(|e| encode_error(format, e))?;
-    check(format, unsafe {
-        lh::heif_encoder_set_parameter_string(encoder, name.as_ptr(), value.as_ptr())
-    })
 }
 
 /// heif_writer callback: appends to the `Vec<u8>` behind `userdata`.
