@@ -49,6 +49,11 @@ pub struct MountArgs {
     /// Conversions run at once (each also uses the encoder's own threads); default: cores.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// Memory for conversions in flight: each waits until its estimate (from the image's
+    /// header) fits beside the running ones; one larger than this runs alone.
+    /// Default: jobs × 80MiB.
+    #[arg(long, value_parser = parse_size)]
+    pub convert_memory: Option<u64>,
     /// Threads answering kernel requests (reads of originals and cached variants).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fuse_threads: u16,
@@ -155,6 +160,7 @@ impl ProcessingArgs {
             strip_metadata: self.strip_metadata,
             root,
             heic_preset: self.heic_preset.clone(),
+            memory_gate: None,
         }
     }
 

@@ -92,6 +92,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
     let options = MountOptions {
         cache_bytes: args.cache_size,
         jobs: args.jobs.unwrap_or(defaults.jobs).max(1),
+        convert_memory: args.convert_memory,
         fuse_threads: usize::from(args.fuse_threads),
         attr_ttl: Duration::from_secs_f64(args.attr_timeout.max(0.0)),
         error_ttl: Duration::from_secs_f64(args.error_timeout.max(0.0)),
@@ -107,11 +108,12 @@ fn mount(args: MountArgs) -> Result<(), String> {
             )
         })?;
     info!(
-        "serving {} at {} (cache {}, {} conversion jobs); Ctrl-C or SIGTERM unmounts",
+        "serving {} at {} (cache {}, {} conversion jobs in {}); Ctrl-C or SIGTERM unmounts",
         args.source.display(),
         args.mountpoint.display(),
         bytesize::ByteSize(options.cache_bytes),
-        options.jobs
+        options.jobs,
+        bytesize::ByteSize(options.convert_memory())
     );
     let mut unmounter = mounted.session.unmount_callable();
     let mountpoint = args.mountpoint.clone();

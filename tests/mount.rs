@@ -323,6 +323,35 @@ fn concurrent_readers_of_a_new_variant_cause_one_conversion() {
 }
 
 #[test]
+fn a_small_convert_memory_lets_one_conversion_run_at_a_time() {
+    let options = MountOptions {
+        jobs: 4,
+        convert_memory: Some(1),
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        for i in 0..4 {
+            make_jpeg(&src.join(format!("p{i}.jpg")), 1600, 1200);
+        }
+    });
+    let formats = ["png", "webp", "heic", "jpg"];
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let name = m.path(&format!("p{i}.jpg@format,{}@resize,w_1200", formats[i]));
+            std::thread::spawn(move || (read_exact_size(&name), inspect(&name)))
+        })
+        .collect();
+    for thread in threads {
+        let (_, (_, width, height)) = thread.join().unwrap();
+        assert_eq!((width, height), (1200, 900));
+    }
+    // Four jobs, but every estimate exceeds the budget: each ran alone, none failed.
+    assert_eq!(m.conversions(), 4);
+    assert_eq!(m.memory_gate.most_running(), 1);
+    assert_eq!(m.memory_gate.in_use(), 0);
+}
+
+#[test]
 fn an_edited_source_is_reconverted() {
     let options = MountOptions {
         attr_ttl: Duration::from_millis(100),

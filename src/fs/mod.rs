@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::{Cache, Converted, Key};
 use crate::error::{Error, Result};
+use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::{self, Settings};
 use crate::source::{self, Identity};
 use crate::spec::Styles;
@@ -28,6 +29,8 @@ pub struct MountOptions {
     pub cache_bytes: u64,
     /// Conversions at once.
     pub jobs: usize,
+    /// Budget of the conversions' memory estimates; None = jobs × [`CONVERT_MEMORY_PER_JOB`].
+    pub convert_memory: Option<u64>,
     /// Threads reading kernel requests.
     pub fuse_threads: usize,
     pub attr_ttl: Duration,
@@ -42,12 +45,23 @@ impl Default for MountOptions {
         MountOptions {
             cache_bytes: 512 << 20,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            convert_memory: None,
             fuse_threads: 4,
             attr_ttl: Duration::from_secs(1),
             error_ttl: Duration::from_secs(10),
             options: Vec::new(),
             passthrough: true,
         }
+    }
+}
+
+/// Room per job for a 16 MP frame (48 MiB) converted at 1.5 frames and its source.
+pub const CONVERT_MEMORY_PER_JOB: u64 = 80 << 20;
+
+impl MountOptions {
+    pub fn convert_memory(&self) -> u64 {
+        self.convert_memory
+            .unwrap_or(self.jobs as u64 * CONVERT_MEMORY_PER_JOB)
     }
 }
 
@@ -104,10 +118,22 @@ pub struct ImgFs {
     notifier: Arc<OnceLock<Notifier>>,
 }
 
+/// glibc keeps the small blocks a conversion freed (codec tables, rows, x265 and libwebp
+/// thread state) in per-thread arenas; trimming after each conversion gives them back, so
+/// the mount's RSS falls to the cache and what runs (README, "Memory").
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A mount ready to run, and its cache (for statistics).
 pub struct Mount {
     pub session: Session<ImgFs>,
     pub cache: Arc<Cache>,
+    pub memory_gate: Arc<MemoryGate>,
 }
 
 /// Mounts `source` at `mountpoint`; the caller runs (or spawns) the session.
@@ -126,6 +152,8 @@ pub fn mount(
         )));
     }
     settings.root = Some(root.clone());
+    let memory_gate = Arc::new(MemoryGate::new(options.convert_memory()));
+    settings.memory_gate = Some(memory_gate.clone());
     let cache = Cache::new(options.cache_bytes, options.error_ttl);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.jobs.max(1))
@@ -170,7 +198,11 @@ pub fn mount(
     config.clone_fd = true;
     let session = Session::new(fs, mountpoint, &config)?;
     let _ = notifier.set(session.notifier());
-    Ok(Mount { session, cache })
+    Ok(Mount {
+        session,
+        cache,
+        memory_gate,
+    })
 }
 
 impl ImgFs {
@@ -230,6 +262,7 @@ impl ImgFs {
         let spec = variant.spec.clone();
         self.pool.spawn(move || {
             let started = Instant::now();
+            let _span = tracing::debug_span!("convert", %name).entered();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let (bytes, _) = source::read(&path, &settings.limits)?;
                 pipeline::convert(&bytes, &spec, &settings)
@@ -245,6 +278,7 @@ impl ImgFs {
                 Err(err) => warn!("{name}: {err}"),
             }
             job.finish(result);
+            return_freed_memory();
         });
     }
 

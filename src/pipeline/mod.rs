@@ -6,10 +6,12 @@ mod animation;
 pub mod codec;
 mod geometry;
 mod info;
+pub mod memory;
 pub mod resize;
 mod watermark;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView};
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec};
 use codec::{DecodeRequest, EncodeRequest, Header};
+use memory::MemoryGate;
 
 /// Default quality per lossy format when the request has no `quality` (README, "Qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,8 @@ pub struct Settings {
     pub root: Option<PathBuf>,
     /// x265 preset of HEIC encodes.
     pub heic_preset: String,
+    /// Shared by the conversions of a mount: each waits until its memory estimate fits.
+    pub memory_gate: Option<Arc<MemoryGate>>,
 }
 
 impl Default for Settings {
@@ -73,6 +78,7 @@ impl Default for Settings {
             strip_metadata: false,
             root: None,
             heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
+            memory_gate: None,
         }
     }
 }
@@ -115,6 +121,8 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         && spec.output != OutputKind::AverageHue
         && spec.ops.iter().all(animation::is_framewise);
     if animated {
+        let estimate = memory::estimate_animation(source.len(), &header);
+        let _reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
         return convert_animation(source, spec, settings, &header, format);
     }
 
@@ -127,6 +135,15 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         min_size: shrink_target(&header, orientation, spec),
         auto_orient: spec.auto_orient,
     };
+    let estimate = memory::estimate(
+        source.len(),
+        header.format,
+        codec::decode_cost(source, &header, &request),
+        oriented_size(&header, orientation, false),
+        spec,
+        format,
+    );
+    let _reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
     let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
     let mut image = decoded.image;
@@ -296,7 +313,7 @@ fn apply(
                 return Ok(image);
             };
             resize::check(&plan, &ctx.settings.limits)?;
-            resize::apply(&image, &plan, r.color)
+            resize::apply(image, &plan, r.color)
         }
         Op::Crop(_)
         | Op::IndexCrop(_)

@@ -251,7 +251,7 @@ fn load_image(m: &ImageMark, base_w: u32, ctx: &OpContext<'_>) -> Result<Layer> 
         let w = (u64::from(base_w) * u64::from(p) / 100).max(1);
         let h = (u64::from(img.height()) * w / u64::from(img.width().max(1))).max(1);
         limits.check_output(w, h)?;
-        img = super::resize::resample(&img, w as u32, h as u32)?;
+        img = super::resize::resample(img, w as u32, h as u32)?;
     }
     Ok(Layer::from_rgba(&img.to_rgba8()))
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use imgfs::cache::Cache;
 use imgfs::fs::MountOptions;
+use imgfs::pipeline::memory::MemoryGate;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
 
@@ -34,6 +35,7 @@ pub struct Mount {
     pub source: PathBuf,
     pub mnt: PathBuf,
     pub cache: Arc<Cache>,
+    pub memory_gate: Arc<MemoryGate>,
     session: Option<fuser::BackgroundSession>,
     _dir: tempfile::TempDir,
 }
@@ -75,6 +77,7 @@ impl Mount {
         let mounted = imgfs::fs::mount(&source, &mnt, settings, styles, &options)
             .expect("mount (tests need root and /dev/fuse)");
         let cache = mounted.cache.clone();
+        let memory_gate = mounted.memory_gate.clone();
         let session = mounted.session.spawn().expect("spawn session");
         // The mount is live once the kernel answers for it.
         for _ in 0..100 {
@@ -88,6 +91,7 @@ impl Mount {
             source,
             mnt,
             cache,
+            memory_gate,
             session: Some(session),
             _dir: dir,
         }

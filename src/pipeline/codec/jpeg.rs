@@ -9,7 +9,7 @@ use turbojpeg::{
     Colorspace, Compressor, Decompressor, PixelFormat, ScalingFactor, Subsamp, YuvImage,
 };
 
-use super::{decode_error, encode_error, DecodeRequest, Decoded, EncodeRequest, Header};
+use super::{decode_error, encode_error, Cost, DecodeRequest, Decoded, EncodeRequest, Header};
 use crate::error::Result;
 use crate::spec::Format;
 
@@ -26,24 +26,73 @@ pub(super) fn probe(bytes: &[u8]) -> Result<Header> {
     })
 }
 
-/// The APPn segments before the image data, as (marker, body); never copies the file.
-fn app_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+/// The marker segments before the image data, as (marker, body); never copies the file.
+fn segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut pos = 2;
     std::iter::from_fn(move || {
-        while pos + 4 <= bytes.len() && bytes[pos] == 0xFF {
-            let marker = bytes[pos + 1];
-            let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
-            if marker == 0xDA || len < 2 {
-                return None;
-            }
-            let body = bytes.get(pos + 4..pos + 2 + len)?;
-            pos += 2 + len;
-            if (0xE0..=0xEF).contains(&marker) {
-                return Some((marker, body));
-            }
+        if pos + 4 > bytes.len() || bytes[pos] != 0xFF {
+            return None;
         }
-        None
+        let marker = bytes[pos + 1];
+        let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+        if marker == 0xDA || len < 2 {
+            return None;
+        }
+        let body = bytes.get(pos + 4..pos + 2 + len)?;
+        pos += 2 + len;
+        Some((marker, body))
     })
+}
+
+/// The APPn segments before the image data.
+fn app_segments(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    segments(bytes).filter(|(marker, _)| (0xE0..=0xEF).contains(marker))
+}
+
+/// Bytes of DCT coefficients libjpeg keeps for the whole image while decoding a
+/// progressive JPEG (all scans must arrive before any pixel): 128 per 8×8 block of every
+/// component, whatever the output scale. Zero for sequential JPEGs, decoded row by row.
+fn progressive_coefficient_bytes(bytes: &[u8]) -> u64 {
+    // SOF2, SOF6, SOF10, SOF14 are the progressive frame headers.
+    let Some((_, sof)) = segments(bytes).find(|(m, _)| matches!(m, 0xC2 | 0xC6 | 0xCA | 0xCE))
+    else {
+        return 0;
+    };
+    let (Some(&[hi_h, lo_h, hi_w, lo_w, count]), Some(specs)) = (sof.get(1..6), sof.get(6..))
+    else {
+        return 0;
+    };
+    let (height, width) = (
+        u64::from(u16::from_be_bytes([hi_h, lo_h])),
+        u64::from(u16::from_be_bytes([hi_w, lo_w])),
+    );
+    let factors: Vec<(u64, u64)> = specs
+        .chunks_exact(3)
+        .take(usize::from(count))
+        .map(|c| (u64::from(c[1] >> 4).max(1), u64::from(c[1] & 15).max(1)))
+        .collect();
+    let max_h = factors.iter().map(|f| f.0).max().unwrap_or(1);
+    let max_v = factors.iter().map(|f| f.1).max().unwrap_or(1);
+    // Blocks per component, padded to whole MCUs as libjpeg allocates them.
+    let (mcus_w, mcus_h) = (width.div_ceil(8 * max_h), height.div_ceil(8 * max_v));
+    factors
+        .iter()
+        .map(|(h, v)| mcus_w * h * mcus_h * v * 128)
+        .sum()
+}
+
+/// The decoded size for `min_size`, and the most bytes the decoder holds for it.
+pub(super) fn decode_cost(bytes: &[u8], header: &Header, min_size: Option<(u32, u32)>) -> Cost {
+    let factor = scaling_factor(header.width, header.height, min_size);
+    let size = (
+        factor.scale(header.width as usize) as u32,
+        factor.scale(header.height as usize) as u32,
+    );
+    let frame = u64::from(size.0) * u64::from(size.1) * 3;
+    Cost {
+        size,
+        bytes: frame + progressive_coefficient_bytes(bytes),
+    }
 }
 
 /// The TIFF data of the first APP1 `Exif` segment.
@@ -304,6 +353,35 @@ fn luma_table(bytes: &[u8]) -> Option<[u16; 64]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progressive_decode_costs_its_whole_coefficient_buffer() {
+        let rgb = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let encoded = |progressive| {
+            let mut c = Compressor::new().unwrap();
+            c.set_subsamp(Subsamp::Sub2x2).unwrap();
+            c.set_progressive(progressive).unwrap();
+            c.compress_to_vec(turbojpeg::Image {
+                pixels: rgb.as_raw().as_slice(),
+                width: 64,
+                pitch: 64 * 3,
+                height: 48,
+                format: PixelFormat::RGB,
+            })
+            .unwrap()
+        };
+        assert_eq!(progressive_coefficient_bytes(&encoded(false)), 0);
+        // 4:2:0 in 16×16 MCUs: 8×6 luma blocks and 4×3 per chroma plane, 128 bytes each.
+        let progressive = encoded(true);
+        assert_eq!(
+            progressive_coefficient_bytes(&progressive),
+            (48 + 12 + 12) * 128
+        );
+        let header = probe(&progressive).unwrap();
+        let cost = decode_cost(&progressive, &header, Some((16, 12)));
+        assert_eq!(cost.size, (16, 12));
+        assert_eq!(cost.bytes, 16 * 12 * 3 + (48 + 12 + 12) * 128);
+    }
 
     /// The YCbCr detour that frees the RGB frame early changes no byte when the image fills
     /// whole 16×16 MCUs; otherwise only how the last partial MCU is padded (invisible pixels),

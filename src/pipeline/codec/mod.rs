@@ -97,6 +97,34 @@ pub fn read_exif(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
     }
 }
 
+/// What a decode will produce and hold, known from the header before any pixel exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// The decoded image's (width, height); JPEGs may decode at reduced scale.
+    pub size: (u32, u32),
+    /// The most bytes the decoder holds at once, the decoded image included.
+    pub bytes: u64,
+}
+
+pub fn decode_cost(bytes: &[u8], header: &Header, request: &DecodeRequest) -> Cost {
+    let size = (header.width, header.height);
+    // RGBA, as anything but a JPEG may carry alpha.
+    let frame = u64::from(size.0) * u64::from(size.1) * 4;
+    match header.format {
+        Format::Jpeg => jpeg::decode_cost(bytes, header, request.min_size),
+        // libheif's YCbCr planes, its interleaved RGB(A) and the image made from it.
+        Format::Heic | Format::Avif => Cost {
+            size,
+            bytes: frame * 5 / 2,
+        },
+        // 16-bit and palette images are normalised to 8-bit RGB(A) by a copy.
+        _ => Cost {
+            size,
+            bytes: frame * 2,
+        },
+    }
+}
+
 pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
     let decoded = match header.format {
         Format::Jpeg => jpeg::decode(bytes, header, request)?,

@@ -1,0 +1,311 @@
+//! How much memory a conversion will hold, and a gate that admits conversions while their
+//! estimates fit a budget, so a mount's memory stays bounded whatever the mix of requests.
+//!
+//! The estimate is made from the header before any pixel exists; the factors are upper
+//! bounds of what `scripts/bench.sh` measures per codec (README, "Memory").
+
+use std::sync::{Condvar, Mutex};
+
+use crate::spec::{Format, Op, Spec};
+
+use super::codec::{Cost, Header};
+use super::resize;
+
+const MIB: u64 = 1 << 20;
+/// Per conversion besides pixels: codec contexts, tables, thread stacks.
+const FIXED: u64 = 4 * MIB;
+
+/// Peak bytes a conversion holds: the source bytes, plus the largest of the decode, each
+/// operation (input and output frames both alive) and the encode.
+pub fn estimate(
+    source_len: usize,
+    source_format: Format,
+    decode: Cost,
+    logical: (u32, u32),
+    spec: &Spec,
+    format: Format,
+) -> u64 {
+    // Only JPEG decodes to RGB for sure; anything else may carry alpha.
+    let mut bpp = if source_format == Format::Jpeg { 3 } else { 4 };
+    let frame = |(w, h): (u32, u32), bpp: u64| u64::from(w) * u64::from(h) * bpp;
+    let mut peak = decode.bytes;
+    let mut current = frame(decode.size, bpp);
+    let mut size = logical;
+    for op in &spec.ops {
+        let next = match op {
+            Op::Resize(r) => resize::plan(size.0, size.1, r).map_or(size, |p| p.output()),
+            Op::Rotate(d) if d % 90 != 0 => {
+                let (sin, cos) = f64::from(*d).to_radians().sin_cos();
+                let (w, h) = (f64::from(size.0), f64::from(size.1));
+                let bound = |v: f64| v.ceil() as u32 + 1;
+                (
+                    bound(w * cos.abs() + h * sin.abs()),
+                    bound(w * sin.abs() + h * cos.abs()),
+                )
+            }
+            Op::Rotate(90 | 270) => (size.1, size.0),
+            _ => size,
+        };
+        if matches!(
+            op,
+            Op::Circle { .. } | Op::RoundedCorners { .. } | Op::Rotate(_)
+        ) {
+            bpp = 4;
+        }
+        let out = frame(next, bpp);
+        peak = peak.max(current + out);
+        (current, size) = (out, next);
+    }
+    let encode_factor = match format {
+        // libjpeg-turbo's YCbCr planes, then a frame of DCT coefficients (optimised tables).
+        Format::Jpeg => 1.6,
+        // libwebp's YUV picture and its method-6 state.
+        Format::Webp => 1.5,
+        // Over 2 MP a grid of 1024² tiles (x265 state per tile); below, one frame's state.
+        Format::Heic if size.0 as u64 * size.1 as u64 > 2 * 1024 * 1024 => 1.5,
+        Format::Heic => 6.0,
+        // libaom holds several frames of state.
+        Format::Avif => 8.0,
+        // The frame and an output of up to its size.
+        Format::Png | Format::Bmp | Format::Tiff => 2.1,
+        // RGBA for the quantiser, its tables and the indexed frame.
+        Format::Gif => 3.0,
+    };
+    peak = peak.max(scaled(current, encode_factor));
+    source_len as u64 + peak + FIXED
+}
+
+/// An animation is decoded whole (RGBA canvases), mapped frame by frame into new frames,
+/// then encoded.
+pub fn estimate_animation(source_len: usize, header: &Header) -> u64 {
+    let canvas = u64::from(header.width) * u64::from(header.height) * 4;
+    source_len as u64 + scaled(canvas * header.frames.max(1), 2.5) + FIXED
+}
+
+fn scaled(bytes: u64, factor: f64) -> u64 {
+    (bytes as f64 * factor) as u64
+}
+
+/// Admits conversions in arrival order while the sum of their estimates fits the budget;
+/// one larger than the whole budget runs alone.
+#[derive(Debug)]
+pub struct MemoryGate {
+    budget: u64,
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    in_use: u64,
+    running: usize,
+    /// The most conversions admitted at once (statistics, tests).
+    most_running: usize,
+    /// Tickets: the next to hand out, and the one whose turn it is (first come, first served,
+    /// so a stream of small conversions cannot starve a large one).
+    next: u64,
+    turn: u64,
+}
+
+/// Memory a running conversion holds in the gate's account until it is dropped.
+#[must_use = "the reservation is released when dropped"]
+pub struct Reservation<'a> {
+    gate: &'a MemoryGate,
+    bytes: u64,
+}
+
+impl MemoryGate {
+    pub fn new(budget: u64) -> MemoryGate {
+        MemoryGate {
+            budget,
+            state: Mutex::new(GateState::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes reserved by running conversions.
+    pub fn in_use(&self) -> u64 {
+        self.lock().in_use
+    }
+
+    /// The most conversions that ran at once.
+    pub fn most_running(&self) -> usize {
+        self.lock().most_running
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        // Every update is one step: a panic elsewhere leaves the numbers consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `bytes` fit beside what runs (or nothing runs), then reserves them.
+    pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let mut state = self.lock();
+        let ticket = state.next;
+        state.next += 1;
+        while state.turn != ticket || (state.in_use > 0 && state.in_use + bytes > self.budget) {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.in_use += bytes;
+        state.running += 1;
+        state.most_running = state.most_running.max(state.running);
+        state.turn += 1;
+        tracing::debug!(
+            "conversion admitted: {} MiB estimated, {} of {} MiB in use",
+            bytes >> 20,
+            state.in_use >> 20,
+            self.budget >> 20
+        );
+        drop(state);
+        // The next ticket may fit too.
+        self.changed.notify_all();
+        Reservation { gate: self, bytes }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        state.in_use -= self.bytes;
+        state.running -= 1;
+        drop(state);
+        self.gate.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn reservations_wait_until_they_fit_and_a_huge_one_runs_alone() {
+        let gate = Arc::new(MemoryGate::new(100));
+        let peak = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = [60u64, 30, 50, 250, 10, 40]
+            .into_iter()
+            .map(|bytes| {
+                let (gate, peak) = (gate.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let _held = gate.reserve(bytes);
+                    let now = gate.in_use();
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // The oversized one is alone; the rest never exceed the budget.
+                    assert!(now <= 100 || now == bytes, "{now} in use with {bytes}");
+                    std::thread::sleep(Duration::from_millis(20));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(gate.in_use(), 0);
+        assert!(peak.load(Ordering::SeqCst) >= 250);
+    }
+
+    #[test]
+    fn arrival_order_is_kept() {
+        let gate = Arc::new(MemoryGate::new(100));
+        let first = gate.reserve(80);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let spawn = |bytes: u64, name: &'static str| {
+            let (held_gate, order) = (gate.clone(), order.clone());
+            let queued = gate.lock().next + 1;
+            let t = std::thread::spawn(move || {
+                let _held = held_gate.reserve(bytes);
+                order.lock().unwrap().push(name);
+            });
+            // Until the thread holds its ticket (however slow the machine).
+            while gate.lock().next < queued {
+                std::thread::yield_now();
+            }
+            t
+        };
+        // 90 waits for `first`; 10 would fit now but must not overtake it.
+        let big = spawn(90, "big");
+        let small = spawn(10, "small");
+        assert!(order.lock().unwrap().is_empty());
+        drop(first);
+        big.join().unwrap();
+        small.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["big", "small"]);
+    }
+
+    fn spec(text: &str) -> Spec {
+        Spec::parse(text, &Default::default()).unwrap()
+    }
+
+    fn jpeg(size: (u32, u32)) -> Cost {
+        let bytes = u64::from(size.0) * u64::from(size.1) * 3;
+        Cost { size, bytes }
+    }
+
+    #[test]
+    fn estimates_follow_the_frames_a_conversion_holds() {
+        let mp20 = (5472, 3648);
+        let frame = 5472 * 3648 * 3;
+        let full = estimate(
+            0,
+            Format::Jpeg,
+            jpeg(mp20),
+            mp20,
+            &spec("format,webp"),
+            Format::Webp,
+        );
+        assert_eq!(full, scaled(frame, 1.5) + FIXED);
+        // Shrink-on-load to 1/8 and a thumbnail: a fraction of the frame.
+        let thumb = estimate(
+            0,
+            Format::Jpeg,
+            jpeg((684, 456)),
+            mp20,
+            &spec("resize,w_300"),
+            Format::Jpeg,
+        );
+        assert!(thumb - FIXED < frame / 40, "{thumb}");
+        // A full-scale resize holds both frames; BMP holds the frame and its file.
+        let half = estimate(
+            10,
+            Format::Jpeg,
+            jpeg(mp20),
+            mp20,
+            &spec("resize,w_4000@format,bmp"),
+            Format::Bmp,
+        );
+        let resized = 4000 * 2667 * 3;
+        assert_eq!(half, 10 + frame + resized + FIXED);
+        // A progressive decode's coefficients count even when the rest is small.
+        let coefficients = 3 * frame;
+        let progressive = estimate(
+            0,
+            Format::Jpeg,
+            Cost {
+                size: (684, 456),
+                bytes: coefficients,
+            },
+            mp20,
+            &spec("resize,w_300"),
+            Format::Jpeg,
+        );
+        assert_eq!(progressive, coefficients + FIXED);
+        let png = Cost {
+            size: (100, 100),
+            bytes: 100 * 100 * 4 * 2,
+        };
+        let upscaled = estimate(
+            0,
+            Format::Png,
+            png,
+            (100, 100),
+            &spec("resize,w_1000,limit_0"),
+            Format::Png,
+        );
+        assert!(upscaled >= scaled(1000 * 1000 * 4, 2.1));
+    }
+}
