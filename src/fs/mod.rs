@@ -4,6 +4,7 @@ mod attr;
 mod handlers;
 mod inodes;
 mod names;
+mod workers;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +23,7 @@ use crate::pipeline::{self, Settings};
 use crate::source::{self, Identity};
 use crate::spec::Styles;
 use inodes::{Node, VariantNode};
+use workers::Workers;
 
 /// How a mount behaves, besides what a conversion needs ([`Settings`]).
 #[derive(Debug, Clone)]
@@ -78,7 +80,7 @@ enum OpenFile {
     Variant(Converted),
 }
 
-/// Open files by handle number, shared with the pool threads that answer opens.
+/// Open files by handle number, shared with the conversion threads that answer opens.
 #[derive(Default)]
 struct Handles {
     files: Mutex<HashMap<u64, OpenFile>>,
@@ -106,7 +108,7 @@ pub struct ImgFs {
     settings: Arc<Settings>,
     styles: Styles,
     cache: Arc<Cache>,
-    pool: rayon::ThreadPool,
+    workers: Workers,
     inodes: Mutex<inodes::Table>,
     files: Arc<Handles>,
     dirs: Mutex<HashMap<u64, Arc<Vec<handlers::DirEntry>>>>,
@@ -155,18 +157,14 @@ pub fn mount(
     let memory_gate = Arc::new(MemoryGate::new(options.convert_memory()));
     settings.memory_gate = Some(memory_gate.clone());
     let cache = Cache::new(options.cache_bytes, options.error_ttl);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.jobs.max(1))
-        .thread_name(|i| format!("convert-{i}"))
-        .build()
-        .map_err(std::io::Error::other)?;
+    let workers = Workers::new(options.jobs)?;
     let notifier = Arc::new(OnceLock::new());
     let fs = ImgFs {
         root: root.clone(),
         settings: Arc::new(settings),
         styles,
         cache: cache.clone(),
-        pool,
+        workers,
         inodes: Mutex::new(inodes::Table::default()),
         files: Arc::new(Handles::default()),
         dirs: Mutex::new(HashMap::new()),
@@ -226,7 +224,7 @@ impl ImgFs {
     }
 
     /// Gets a variant's bytes for its source's current version: from the cache, by joining
-    /// the conversion in flight, or by starting one on the pool. `then` runs once, on
+    /// the conversion in flight, or by starting one on a worker. `then` runs once, on
     /// whichever thread has the answer; the calling request thread never waits.
     fn with_variant(
         &self,
@@ -260,7 +258,7 @@ impl ImgFs {
         };
         let settings = self.settings.clone();
         let spec = variant.spec.clone();
-        self.pool.spawn(move || {
+        self.workers.spawn(move || {
             let started = Instant::now();
             let _span = tracing::debug_span!("convert", %name).entered();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
