@@ -1,14 +1,15 @@
 //! How much memory a conversion will hold, and a gate that admits conversions while their
 //! estimates fit a budget, so a mount's memory stays bounded whatever the mix of requests.
 //!
-//! The estimate is made from the header before any pixel exists; the factors are upper
-//! bounds of what `scripts/bench.sh` measures per codec (README, "Memory").
+//! The estimate is made from the header before any pixel exists; each codec states what it
+//! holds (`codec::decode_cost`, `codec::encode_cost`), as upper bounds of what
+//! `scripts/bench.sh` measures (README, "Cache and concurrency").
 
 use std::sync::{Condvar, Mutex};
 
 use crate::spec::{Format, Op, Spec};
 
-use super::codec::{Cost, Header};
+use super::codec::{self, Cost, Header};
 use super::resize;
 
 const MIB: u64 = 1 << 20;
@@ -56,22 +57,7 @@ pub fn estimate(
         peak = peak.max(current + out);
         (current, size) = (out, next);
     }
-    let encode_factor = match format {
-        // libjpeg-turbo's YCbCr planes, then a frame of DCT coefficients (optimised tables).
-        Format::Jpeg => 1.6,
-        // libwebp's YUV picture and its method-6 state.
-        Format::Webp => 1.5,
-        // Over 2 MP a grid of 1024² tiles (x265 state per tile); below, one frame's state.
-        Format::Heic if size.0 as u64 * size.1 as u64 > 2 * 1024 * 1024 => 1.5,
-        Format::Heic => 6.0,
-        // libaom holds several frames of state.
-        Format::Avif => 8.0,
-        // The frame and an output of up to its size.
-        Format::Png | Format::Bmp | Format::Tiff => 2.1,
-        // RGBA for the quantiser, its tables and the indexed frame.
-        Format::Gif => 3.0,
-    };
-    peak = peak.max(scaled(current, encode_factor));
+    peak = peak.max(codec::encode_cost(format, size, bpp == 4));
     source_len as u64 + peak + FIXED
 }
 
@@ -79,11 +65,7 @@ pub fn estimate(
 /// then encoded.
 pub fn estimate_animation(source_len: usize, header: &Header) -> u64 {
     let canvas = u64::from(header.width) * u64::from(header.height) * 4;
-    source_len as u64 + scaled(canvas * header.frames.max(1), 2.5) + FIXED
-}
-
-fn scaled(bytes: u64, factor: f64) -> u64 {
-    (bytes as f64 * factor) as u64
+    source_len as u64 + canvas * header.frames.max(1) * 5 / 2 + FIXED
 }
 
 /// Admits conversions in arrival order while the sum of their estimates fits the budget;
@@ -258,7 +240,7 @@ mod tests {
             &spec("format,webp"),
             Format::Webp,
         );
-        assert_eq!(full, scaled(frame, 1.5) + FIXED);
+        assert_eq!(full, frame * 3 / 2 + FIXED);
         // Shrink-on-load to 1/8 and a thumbnail: a fraction of the frame.
         let thumb = estimate(
             0,
@@ -306,6 +288,6 @@ mod tests {
             &spec("resize,w_1000,limit_0"),
             Format::Png,
         );
-        assert!(upscaled >= scaled(1000 * 1000 * 4, 2.1));
+        assert!(upscaled >= 1000 * 1000 * 4 * 2);
     }
 }

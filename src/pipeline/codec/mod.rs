@@ -125,6 +125,29 @@ pub fn decode_cost(bytes: &[u8], header: &Header, request: &DecodeRequest) -> Co
     }
 }
 
+/// The most bytes an encode of a `size` image holds, the image included.
+pub fn encode_cost(format: Format, (width, height): (u32, u32), alpha: bool) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let frame = pixels * if alpha { 4 } else { 3 };
+    let tile = u64::from(heif_grid::TILE);
+    let tenths = match format {
+        // libjpeg-turbo's YCbCr planes, then a frame of DCT coefficients (optimised tables).
+        Format::Jpeg => 16,
+        // libwebp's YUV picture and its method-6 state.
+        Format::Webp => 15,
+        // A grid of tiles holds one tile of x265 state at a time; one image holds a frame's.
+        Format::Heic if !alpha && pixels > 2 * tile * tile => 15,
+        Format::Heic => 60,
+        // libaom holds several frames of state.
+        Format::Avif => 80,
+        // The image and a file of up to its size.
+        Format::Png | Format::Bmp | Format::Tiff => 21,
+        // RGBA for the quantiser, its tables and the indexed frame.
+        Format::Gif => 30,
+    };
+    frame * tenths / 10
+}
+
 pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
     let decoded = match header.format {
         Format::Jpeg => jpeg::decode(bytes, header, request)?,
