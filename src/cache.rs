@@ -22,7 +22,9 @@ pub struct Key {
 }
 
 pub type Converted = Arc<Output>;
-pub type Waiter = Box<dyn FnOnce(Result<Converted>) + Send>;
+/// Gets the result and the source version it was made from (not always the key's: see
+/// [`Job::finish_from`]).
+pub type Waiter = Box<dyn FnOnce(Result<Converted>, Identity) + Send>;
 
 enum Entry {
     Ready(Converted),
@@ -71,7 +73,19 @@ pub struct Job {
 
 impl Job {
     pub fn finish(self, result: Result<Output>) {
-        self.cache.finish(&self.key, result.map(Arc::new));
+        self.cache
+            .finish(&self.key, self.key.clone(), result.map(Arc::new));
+    }
+
+    /// Like [`Job::finish`] for a result made from source version `read`: if the source
+    /// changed between the stat that made the key and the read, the waiters still get the
+    /// result (told its version), but it is kept under that version, never under the key's.
+    pub fn finish_from(self, read: Identity, result: Result<Output>) {
+        let key = Key {
+            source: read,
+            spec: self.key.spec.clone(),
+        };
+        self.cache.finish(&self.key, key, result.map(Arc::new));
     }
 }
 
@@ -118,7 +132,7 @@ impl Cache {
     /// flight, else returns the [`Job`] the caller must run.
     pub fn get_or_start(self: &Arc<Self>, key: Key, waiter: Waiter) -> Option<Job> {
         if let Some(found) = self.get(&key) {
-            waiter(found);
+            waiter(found, key.source);
             return None;
         }
         let mut inner = self.lock();
@@ -126,7 +140,7 @@ impl Cache {
         if let Some(Entry::Ready(out)) = inner.entries.get(&key) {
             let out = out.clone();
             drop(inner);
-            waiter(Ok(out));
+            waiter(Ok(out), key.source);
             return None;
         }
         if let Some(waiters) = inner.pending.get_mut(&key) {
@@ -141,10 +155,12 @@ impl Cache {
         })
     }
 
-    fn finish(&self, key: &Key, result: Result<Converted>) {
+    /// Answers the waiters of `pending` and keeps the result under `key`.
+    fn finish(&self, pending: &Key, key: Key, result: Result<Converted>) {
+        let key = &key;
         let waiters = {
             let mut inner = self.lock();
-            let waiters = inner.pending.remove(key).unwrap_or_default();
+            let waiters = inner.pending.remove(pending).unwrap_or_default();
             let entry = match &result {
                 Ok(out) => Entry::Ready(out.clone()),
                 Err(err) => Entry::Failed(err.clone(), Instant::now()),
@@ -167,7 +183,7 @@ impl Cache {
             waiters
         };
         for waiter in waiters {
-            waiter(result.clone());
+            waiter(result.clone(), key.source);
         }
     }
 
@@ -216,7 +232,7 @@ mod tests {
         let mut jobs = Vec::new();
         for _ in 0..16 {
             let tx = tx.clone();
-            let waiter: Waiter = Box::new(move |r| tx.send(r.map(|o| o.bytes.len())).unwrap());
+            let waiter: Waiter = Box::new(move |r, _| tx.send(r.map(|o| o.bytes.len())).unwrap());
             jobs.extend(cache.get_or_start(key(1), waiter));
         }
         assert_eq!(jobs.len(), 1);
@@ -226,7 +242,7 @@ mod tests {
         assert_eq!(answers.len(), 16);
         assert!(answers.iter().all(|a| *a == Ok(100)));
         // Later requests are hits.
-        let waiter: Waiter = Box::new(|r| assert!(r.is_ok()));
+        let waiter: Waiter = Box::new(|r, _| assert!(r.is_ok()));
         assert!(cache.get_or_start(key(1), waiter).is_none());
     }
 
@@ -236,7 +252,7 @@ mod tests {
         let cache = Cache::new(cost * 2, Duration::from_secs(10));
         for n in 0..3 {
             cache
-                .get_or_start(key(n), Box::new(|_| {}))
+                .get_or_start(key(n), Box::new(|_, _| {}))
                 .unwrap()
                 .finish(Ok(output(1000)));
             if n == 1 {
@@ -254,13 +270,31 @@ mod tests {
     fn errors_are_remembered_briefly() {
         let cache = Cache::new(1 << 20, Duration::from_millis(50));
         cache
-            .get_or_start(key(1), Box::new(|_| {}))
+            .get_or_start(key(1), Box::new(|_, _| {}))
             .unwrap()
             .finish(Err(Error::Decode("broken".into())));
         assert!(matches!(cache.get(&key(1)), Some(Err(Error::Decode(_)))));
         std::thread::sleep(Duration::from_millis(80));
         assert!(cache.get(&key(1)).is_none());
-        assert!(cache.get_or_start(key(1), Box::new(|_| {})).is_some());
+        assert!(cache.get_or_start(key(1), Box::new(|_, _| {})).is_some());
+    }
+
+    #[test]
+    fn a_result_read_from_another_version_is_kept_under_that_version() {
+        let cache = Cache::new(1 << 20, Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        cache
+            .get_or_start(
+                key(1),
+                Box::new(move |r, from| tx.send((r.is_ok(), from)).unwrap()),
+            )
+            .unwrap()
+            .finish_from(key(2).source, Ok(output(10)));
+        assert_eq!(rx.recv(), Ok((true, key(2).source)));
+        assert!(cache.get(&key(1)).is_none());
+        assert!(matches!(cache.get(&key(2)), Some(Ok(_))));
+        // Nothing is left pending under the key asked for.
+        assert!(cache.get_or_start(key(1), Box::new(|_, _| {})).is_some());
     }
 
     #[test]
@@ -268,7 +302,7 @@ mod tests {
         let cache = Cache::new(100, Duration::from_secs(10));
         let (tx, rx) = mpsc::channel();
         cache
-            .get_or_start(key(1), Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+            .get_or_start(key(1), Box::new(move |r, _| tx.send(r.is_ok()).unwrap()))
             .unwrap()
             .finish(Ok(output(1000)));
         assert_eq!(rx.recv(), Ok(true));

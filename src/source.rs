@@ -27,10 +27,13 @@ impl Identity {
     }
 }
 
+/// Reads of a file that keeps changing before EAGAIN (1 + 2 + 4 + 8 ms apart).
+const ATTEMPTS: u32 = 5;
+
 /// Reads a whole regular file, refusing what exceeds `limits` before reading it.
 /// The bytes are one version of the file: if it changes while being read, it is read again.
 pub fn read(path: &Path, limits: &Limits) -> Result<(Vec<u8>, Identity)> {
-    for _ in 0..3 {
+    for attempt in 0..ATTEMPTS {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -54,6 +57,11 @@ pub fn read(path: &Path, limits: &Limits) -> Result<(Vec<u8>, Identity)> {
         let identity = Identity::of(&after);
         if Identity::of(&before) == identity && bytes.len() as u64 == identity.size {
             return Ok((bytes, identity));
+        }
+        // Most likely caught in the middle of a write: give the writer time to finish it
+        // (three attempts back to back all failed under a rewrite every 3 ms: EAGAIN).
+        if attempt + 1 < ATTEMPTS {
+            std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
         }
     }
     Err(Error::Io {

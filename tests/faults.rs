@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -169,6 +170,73 @@ fn a_source_rewritten_in_place_while_read_gives_whole_versions_of_variants() {
         &v.new_out
     };
     assert_eq!(&fs::read(m.path("p.jpg@resize,w_100")).unwrap(), expected);
+}
+
+#[test]
+fn an_open_variant_keeps_its_whole_version_while_the_name_shows_the_new_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let v = versions(scratch.path(), "resize,w_100");
+    // The open file holds the larger conversion, so a size taken from the smaller one
+    // would cut its reads.
+    let ((big, big_out), (small, small_out)) = if v.old_out.len() > v.new_out.len() {
+        ((&v.old, &v.old_out), (&v.new, &v.new_out))
+    } else {
+        ((&v.new, &v.new_out), (&v.old, &v.old_out))
+    };
+    let m = Mount::new_with_files(|src| fs::write(src.join("p.jpg"), big).unwrap());
+    let name = "p.jpg@resize,w_100";
+    let mut file = fs::File::open(m.path(name)).unwrap();
+    let mut bytes = vec![0u8; 100];
+    file.read_exact(&mut bytes).unwrap();
+    let before = fs::metadata(m.path(name)).unwrap();
+    let tmp = m.source.join(".p.jpg.tmp");
+    fs::write(&tmp, small).unwrap();
+    fs::rename(&tmp, m.source.join("p.jpg")).unwrap();
+    // The name shows the new version once the kernel asks again (at most one timeout).
+    let start = Instant::now();
+    let after = loop {
+        let meta = fs::metadata(m.path(name)).unwrap();
+        if meta.len() == small_out.len() as u64 {
+            break meta;
+        }
+        assert_eq!(
+            meta.len(),
+            big_out.len() as u64,
+            "a size of neither version"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the new size never showed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(before.ino(), after.ino(), "one inode for two versions");
+    // The open file is still its own version: its size, and every byte of it.
+    assert_eq!(file.metadata().unwrap().len(), big_out.len() as u64);
+    file.read_to_end(&mut bytes).unwrap();
+    assert_eq!(bytes.len(), big_out.len());
+    assert!(&bytes == big_out, "the open file's bytes changed");
+    assert_eq!(&fs::read(m.path(name)).unwrap(), small_out);
+}
+
+#[test]
+fn opening_an_outdated_entry_whose_bytes_were_evicted_gets_the_new_version() {
+    let scratch = tempfile::tempdir().unwrap();
+    let v = versions(scratch.path(), "resize,w_100");
+    // A cache that keeps nothing: the old version is gone as soon as it is served.
+    let options = imgfs::fs::MountOptions {
+        cache_bytes: 1,
+        ..Default::default()
+    };
+    let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::write(src.join("p.jpg"), &v.old).unwrap()
+    });
+    let name = "p.jpg@resize,w_100";
+    assert_eq!(fs::read(m.path(name)).unwrap(), v.old_out);
+    fs::write(m.source.join("p.jpg"), &v.new).unwrap();
+    // The kernel still holds the old entry: the open of it is refused with ESTALE, which
+    // the kernel answers by looking the name up again.
+    assert_eq!(fs::read(m.path(name)).unwrap(), v.new_out);
 }
 
 #[test]

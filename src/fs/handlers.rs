@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fuser::{
     BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -14,11 +14,10 @@ use fuser::{
 };
 use tracing::info;
 
-use super::inodes::{Kind, VariantNode};
+use super::inodes::Kind;
 use super::names::{self, Resolved};
 use super::{attr, ImgFs, OpenFile};
 use crate::error::Error;
-use crate::spec::Spec;
 
 /// One entry of a directory snapshot taken at opendir.
 pub struct DirEntry {
@@ -26,7 +25,7 @@ pub struct DirEntry {
     kind: FileType,
 }
 
-fn errno(err: &Error) -> Errno {
+pub(super) fn errno(err: &Error) -> Errno {
     Errno::from_i32(err.errno())
 }
 
@@ -35,46 +34,6 @@ fn io_errno(err: &io::Error) -> Errno {
 }
 
 impl ImgFs {
-    fn lookup_variant(
-        &self,
-        parent_path: &std::path::Path,
-        name: &OsStr,
-        source: std::path::PathBuf,
-        spec_text: String,
-        reply: ReplyEntry,
-    ) {
-        let path = parent_path.join(name);
-        let spec = match Spec::parse(&spec_text, &self.styles) {
-            Ok(spec) => spec,
-            Err(err) => {
-                info!("{}: {err}", path.display());
-                return reply.error(errno(&err));
-            }
-        };
-        let canonical = spec.canonical();
-        let (ino, node) = self.intern(&path, true, || {
-            Kind::Variant(VariantNode {
-                source,
-                spec,
-                canonical,
-                last_served: Mutex::new(None),
-                changed_at: Mutex::new(None),
-            })
-        });
-        let Kind::Variant(variant) = &node.kind else {
-            unreachable!("interned as a variant")
-        };
-        let ttl = self.ttl;
-        self.with_variant(ino, &node, variant, move |result| match result {
-            Ok((out, meta)) => reply.entry(
-                &ttl,
-                &attr::variant(ino, &meta, out.bytes.len() as u64),
-                Generation(0),
-            ),
-            Err(err) => reply.error(errno(&err)),
-        });
-    }
-
     fn real_entry_attr(&self, ino: u64, path: &std::path::Path) -> io::Result<fuser::FileAttr> {
         std::fs::symlink_metadata(self.root.join(path)).map(|meta| attr::real(ino, &meta))
     }
@@ -180,11 +139,11 @@ impl ImgFs {
                     .parent()
                     .unwrap_or(std::path::Path::new(""))
                     .to_path_buf();
-                (self.intern(&parent, false, || Kind::Real).0, parent)
+                (self.real(&parent), parent)
             }
             _ => {
                 let path = dir.join(&entry.name);
-                (self.intern(&path, false, || Kind::Real).0, path)
+                (self.real(&path), path)
             }
         }
     }
@@ -221,11 +180,11 @@ impl Filesystem for ImgFs {
         };
         match names::resolve(&self.root, &dir.path, name) {
             Resolved::Real(meta) => {
-                let (ino, _) = self.intern(&dir.path.join(name), false, || Kind::Real);
+                let ino = self.real(&dir.path.join(name));
                 reply.entry(&self.ttl, &attr::real(ino, &meta), Generation(0));
             }
             Resolved::Variant { source, spec } => {
-                self.lookup_variant(&dir.path, name, source, spec, reply)
+                self.lookup_variant(parent.0, &dir.path, name, (source, spec), reply)
             }
             Resolved::Missing => reply.error(Errno::ENOENT),
         }
@@ -240,17 +199,12 @@ impl Filesystem for ImgFs {
                 Ok(attr) => reply.attr(&self.ttl, &attr),
                 Err(err) => reply.error(io_errno(&err)),
             },
-            Kind::Variant(variant) => {
-                let ttl = self.ttl;
-                let ino = ino.0;
-                self.with_variant(ino, &node, variant, move |result| match result {
-                    Ok((out, meta)) => {
-                        reply.attr(&ttl, &attr::variant(ino, &meta, out.bytes.len() as u64))
-                    }
-                    Err(err) => reply.error(errno(&err)),
-                });
-            }
+            Kind::Variant(_) => self.getattr_variant(ino.0, node.clone(), reply),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes().forget(ino.0, nlookup);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -272,30 +226,7 @@ impl Filesystem for ImgFs {
         };
         match &node.kind {
             Kind::Real => self.open_real(ino.0, &node.path, reply),
-            Kind::Variant(variant) => {
-                let files = self.files.clone();
-                let (held, window) = (node.clone(), self.ttl + self.ttl / 2);
-                self.with_variant(ino.0, &node, variant, move |result| match result {
-                    Ok((out, _)) => {
-                        let fh = files.insert(OpenFile::Variant(out));
-                        // Right after the source changed, the kernel may still hold the old
-                        // version's size (attributes cached for the TTL) and pages: reading
-                        // the new bytes through them would cut or mix them. Such opens read
-                        // their pinned bytes directly, bypassing the page cache and i_size.
-                        let unsettled = match &held.kind {
-                            Kind::Variant(v) => v.changed_within(window),
-                            Kind::Real => false,
-                        };
-                        let flags = if unsettled {
-                            FopenFlags::FOPEN_DIRECT_IO
-                        } else {
-                            FopenFlags::FOPEN_KEEP_CACHE
-                        };
-                        reply.opened(FileHandle(fh), flags)
-                    }
-                    Err(err) => reply.error(errno(&err)),
-                });
-            }
+            Kind::Variant(_) => self.open_variant(node.clone(), reply),
         }
     }
 

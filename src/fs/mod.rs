@@ -4,6 +4,7 @@ mod attr;
 mod handlers;
 mod inodes;
 mod names;
+mod variants;
 mod workers;
 
 use std::collections::HashMap;
@@ -11,18 +12,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fuser::{BackingId, Config, MountOption, Notifier, Session, SessionACL};
-use tracing::{debug, info, warn};
 
-use crate::cache::{Cache, Converted, Key};
-use crate::error::{Error, Result};
+use crate::cache::{Cache, Converted};
 use crate::pipeline::memory::MemoryGate;
-use crate::pipeline::{self, Settings};
-use crate::source::{self, Identity};
+use crate::pipeline::Settings;
 use crate::spec::Styles;
-use inodes::{Node, VariantNode};
+use inodes::Node;
 use workers::Workers;
 
 /// How a mount behaves, besides what a conversion needs ([`Settings`]).
@@ -109,7 +107,7 @@ pub struct ImgFs {
     styles: Styles,
     cache: Arc<Cache>,
     workers: Workers,
-    inodes: Mutex<inodes::Table>,
+    inodes: Arc<Mutex<inodes::Table>>,
     files: Arc<Handles>,
     dirs: Mutex<HashMap<u64, Arc<Vec<handlers::DirEntry>>>>,
     ttl: Duration,
@@ -165,7 +163,7 @@ pub fn mount(
         styles,
         cache: cache.clone(),
         workers,
-        inodes: Mutex::new(inodes::Table::default()),
+        inodes: Arc::new(Mutex::new(inodes::Table::default())),
         files: Arc::new(Handles::default()),
         dirs: Mutex::new(HashMap::new()),
         ttl: options.attr_ttl,
@@ -204,100 +202,16 @@ pub fn mount(
 }
 
 impl ImgFs {
+    fn inodes(&self) -> std::sync::MutexGuard<'_, inodes::Table> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn node(&self, ino: u64) -> Option<Arc<Node>> {
-        self.inodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ino)
+        self.inodes().get(ino)
     }
 
-    fn intern(
-        &self,
-        path: &Path,
-        variant: bool,
-        kind: impl FnOnce() -> inodes::Kind,
-    ) -> (u64, Arc<Node>) {
-        self.inodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .intern(path, variant, kind)
-    }
-
-    /// Gets a variant's bytes for its source's current version: from the cache, by joining
-    /// the conversion in flight, or by starting one on a worker. `then` runs once, on
-    /// whichever thread has the answer; the calling request thread never waits.
-    fn with_variant(
-        &self,
-        ino: u64,
-        node: &Node,
-        variant: &VariantNode,
-        then: impl FnOnce(Result<(Converted, std::fs::Metadata)>) + Send + 'static,
-    ) {
-        let name = node.path.display().to_string();
-        let located = names::source_path(&self.root, &variant.source).and_then(|path| {
-            std::fs::metadata(&path)
-                .map(|m| (path, m))
-                .map_err(|e| Error::io(&name, e))
-        });
-        let (path, meta) = match located {
-            Ok(found) => found,
-            Err(err) => {
-                info!("{name}: {err}");
-                return then(Err(err));
-            }
-        };
-        let identity = Identity::of(&meta);
-        self.note_version(ino, variant, identity);
-        let key = Key {
-            source: identity,
-            spec: variant.canonical.clone(),
-        };
-        let waiter = Box::new(move |result: Result<Converted>| then(result.map(|c| (c, meta))));
-        let Some(job) = self.cache.get_or_start(key, waiter) else {
-            return;
-        };
-        let settings = self.settings.clone();
-        let spec = variant.spec.clone();
-        self.workers.spawn(move || {
-            let started = Instant::now();
-            let _span = tracing::debug_span!("convert", %name).entered();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let (bytes, _) = source::read(&path, &settings.limits)?;
-                pipeline::convert(&bytes, &spec, &settings)
-            }))
-            .unwrap_or_else(|_| Err(Error::Decode("the conversion panicked".into())));
-            match &result {
-                Ok(out) => info!(
-                    "converted {name} in {} ms: {} bytes",
-                    started.elapsed().as_millis(),
-                    out.bytes.len()
-                ),
-                Err(err) if err.is_user_error() => info!("{name}: {err}"),
-                Err(err) => warn!("{name}: {err}"),
-            }
-            job.finish(result);
-            return_freed_memory();
-        });
-    }
-
-    /// Remembers which source version a variant served; when it changes, the kernel's
-    /// cached pages of the variant are dropped (on another thread: the kernel may be
-    /// waiting for this very request while it invalidates).
-    fn note_version(&self, ino: u64, variant: &VariantNode, identity: Identity) {
-        let mut last = variant
-            .last_served
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let changed = last.is_some_and(|old| old != identity);
-        *last = Some(identity);
-        if changed {
-            *variant.changed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            debug!("source of inode {ino} changed: invalidating its pages");
-            if let Some(notifier) = self.notifier.get().cloned() {
-                std::thread::spawn(move || {
-                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
-                });
-            }
-        }
+    /// The inode of an entry of the source tree.
+    fn real(&self, path: &Path) -> u64 {
+        self.inodes().real(path).0
     }
 }
