@@ -289,6 +289,8 @@ impl Filesystem for ImgFs {
         reply.ok();
     }
 
+    /// Nothing to flush on a read-only mount. ENOSYS (not ok) makes the kernel stop sending
+    /// FLUSH at all: one round trip fewer on every close, as with the xattr requests.
     fn flush(
         &self,
         _req: &Request,
@@ -297,7 +299,7 @@ impl Filesystem for ImgFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
