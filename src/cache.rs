@@ -73,8 +73,8 @@ pub struct Job {
 
 impl Job {
     pub fn finish(self, result: Result<Output>) {
-        self.cache
-            .finish(&self.key, self.key.clone(), result.map(Arc::new));
+        let read = self.key.source;
+        self.finish_from(read, result);
     }
 
     /// Like [`Job::finish`] for a result made from source version `read`: if the source

@@ -211,26 +211,43 @@ impl ImgFs {
         current
     }
 
+    /// Converts `node`'s own version while the source still is that version; Ok(None) once
+    /// it moved on (and the kernel's entry for the name is dropped). `then` runs once.
+    fn this_version(
+        &self,
+        node: Arc<Node>,
+        then: impl FnOnce(Result<Option<Made>>) + Send + 'static,
+    ) {
+        let v = variant_of(&node);
+        let Some(located) = self.current(&node, v) else {
+            return then(Ok(None));
+        };
+        let (notifier, held) = (self.notifier.clone(), node.clone());
+        self.convert(&v.recipe, &node.path, located, move |result| {
+            let v = variant_of(&held);
+            then(result.map(|made| {
+                if made.version == v.version {
+                    return Some(made);
+                }
+                v.outdate(&notifier);
+                None
+            }))
+        });
+    }
+
     /// GETATTR: always this version's attributes, reconverted if evicted while current;
     /// once the source moved on, what the inode last reported.
     pub(super) fn getattr_variant(&self, ino: u64, node: Arc<Node>, reply: ReplyAttr) {
-        let v = variant_of(&node);
-        let Some(located) = self.current(&node, v) else {
-            return reply.attr(&self.ttl, &v.last_attr());
-        };
-        let (ttl, notifier, held) = (self.ttl, self.notifier.clone(), node.clone());
-        self.convert(&v.recipe, &node.path, located, move |result| {
+        let (ttl, held) = (self.ttl, node.clone());
+        self.this_version(node, move |result| {
             let v = variant_of(&held);
             match result {
-                Ok(made) if made.version == v.version => {
+                Ok(Some(made)) => {
                     let attr = attr::variant(ino, &made.meta, made.out.bytes.len() as u64);
                     v.remember(attr);
                     reply.attr(&ttl, &attr)
                 }
-                Ok(_) => {
-                    v.outdate(&notifier);
-                    reply.attr(&ttl, &v.last_attr())
-                }
+                Ok(None) => reply.attr(&ttl, &v.last_attr()),
                 Err(err) => reply.error(errno(&err)),
             }
         });
@@ -244,33 +261,17 @@ impl ImgFs {
         let v = variant_of(&node);
         let (files, cache, key) = (self.files.clone(), self.cache.clone(), v.key());
         let name = node.path.display().to_string();
-        // Opens with `made` (this version's bytes) or else with what the cache kept of it.
-        let answer = move |made: Option<Converted>, reply: ReplyOpen| {
-            let out = match made.map(Ok).or_else(|| cache.get(&key)) {
-                Some(Ok(out)) => out,
-                Some(Err(err)) => return reply.error(errno(&err)),
-                None => {
+        self.this_version(node, move |result| {
+            let out = match result.map(|made| made.map(|m| Ok(m.out)).or_else(|| cache.get(&key))) {
+                Ok(Some(Ok(out))) => out,
+                Ok(Some(Err(err))) | Err(err) => return reply.error(errno(&err)),
+                Ok(None) => {
                     info!("{name}: this version of the source is gone from the cache: ESTALE");
                     return reply.error(Errno::ESTALE);
                 }
             };
             let fh = files.insert(OpenFile::Variant(out));
             reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
-        };
-        let Some(located) = self.current(&node, v) else {
-            return answer(None, reply);
-        };
-        let (notifier, held) = (self.notifier.clone(), node.clone());
-        self.convert(&v.recipe, &node.path, located, move |result| {
-            let v = variant_of(&held);
-            match result {
-                Ok(made) if made.version == v.version => answer(Some(made.out), reply),
-                Ok(_) => {
-                    v.outdate(&notifier);
-                    answer(None, reply)
-                }
-                Err(err) => reply.error(errno(&err)),
-            }
         });
     }
 }
