@@ -67,7 +67,8 @@ pub struct MountArgs {
     /// takes (ro and default_permissions are always on).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
-    /// Serve originals through the page cache of imgfs instead of FUSE passthrough.
+    /// Serve originals, and variants of 256 KiB or more, through imgfs instead of FUSE
+    /// passthrough (the kernel reading the source file, or the variant's memory file, itself).
     #[arg(long)]
     pub no_passthrough: bool,
     #[command(flatten)]

@@ -38,6 +38,23 @@ fn return_freed_frames() {
     }
 }
 
+/// Each open file and each large cached variant (a memory file, see `cache::Stored`) holds
+/// a descriptor; the soft limit is often 1024 while the hard limit allows far more.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid out-pointer and resource.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "info",
@@ -86,6 +103,7 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
 }
 
 fn mount(args: MountArgs) -> Result<(), String> {
+    raise_open_files_limit();
     let settings = args.processing.settings(None);
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let defaults = MountOptions::default();

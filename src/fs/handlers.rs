@@ -4,11 +4,10 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fuser::{
-    BackingId, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
@@ -16,6 +15,7 @@ use tracing::info;
 
 use super::inodes::Kind;
 use super::names::{self, Resolved};
+use super::passthrough::Served;
 use super::{attr, ImgFs, OpenFile};
 use crate::error::Error;
 
@@ -47,48 +47,16 @@ impl ImgFs {
             Ok(file) => file,
             Err(err) => return reply.error(io_errno(&err)),
         };
-        if self.passthrough.load(Ordering::Relaxed) {
-            match self.backing_for(ino, &file, &reply) {
-                Ok(backing) => {
-                    let fh = self.files.insert(OpenFile::Passthrough { file, ino });
-                    // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
-                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
-                }
-                Err(err) => {
-                    info!("passthrough refused ({err}); serving originals through imgfs");
-                    self.passthrough.store(false, Ordering::Relaxed);
-                }
-            }
+        if let Some(backing) = self
+            .passthrough
+            .open(Served::Originals, ino, Some(&file), &reply)
+        {
+            let fh = self.files.insert(OpenFile::Passthrough { file, ino });
+            // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
+            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
         }
         let fh = self.files.insert(OpenFile::Real(file));
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
-    }
-
-    /// The inode's backing id, opened on first use and shared by every open of the inode.
-    fn backing_for(
-        &self,
-        ino: u64,
-        file: &std::fs::File,
-        reply: &ReplyOpen,
-    ) -> io::Result<Arc<BackingId>> {
-        let mut backings = self.backings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, opens)) = backings.get_mut(&ino) {
-            *opens += 1;
-            return Ok(id.clone());
-        }
-        let id = Arc::new(reply.open_backing(file)?);
-        backings.insert(ino, (id.clone(), 1));
-        Ok(id)
-    }
-
-    fn release_backing(&self, ino: u64) {
-        let mut backings = self.backings.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, opens)) = backings.get_mut(&ino) {
-            *opens -= 1;
-            if *opens == 0 {
-                backings.remove(&ino);
-            }
-        }
     }
 
     fn snapshot_dir(&self, path: &std::path::Path) -> io::Result<Vec<DirEntry>> {
@@ -164,12 +132,13 @@ impl Filesystem for ImgFs {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
-            self.passthrough.store(true, Ordering::Relaxed);
+            self.passthrough.enable();
         }
+        let on = self.passthrough.is_on(Served::Originals);
         info!(
-            "mounted {} (passthrough for originals: {})",
+            "mounted {} (passthrough for originals: {on}, for variants from {} KiB: {on})",
             self.root.display(),
-            self.passthrough.load(Ordering::Relaxed)
+            crate::cache::MEMORY_FILE_MIN >> 10
         );
         Ok(())
     }
@@ -226,7 +195,7 @@ impl Filesystem for ImgFs {
         };
         match &node.kind {
             Kind::Real => self.open_real(ino.0, &node.path, reply),
-            Kind::Variant(_) => self.open_variant(node.clone(), reply),
+            Kind::Variant(_) => self.open_variant(ino.0, node.clone(), reply),
         }
     }
 
@@ -243,12 +212,13 @@ impl Filesystem for ImgFs {
     ) {
         let files = self.files.lock();
         match files.get(&fh.0) {
-            Some(OpenFile::Variant(out)) => {
+            Some(OpenFile::Variant { out, .. }) => {
                 let out = out.clone();
                 drop(files);
-                let start = (offset as usize).min(out.bytes.len());
-                let end = start.saturating_add(size as usize).min(out.bytes.len());
-                reply.data(&out.bytes[start..end]);
+                let bytes = out.bytes();
+                let start = (offset as usize).min(bytes.len());
+                let end = start.saturating_add(size as usize).min(bytes.len());
+                reply.data(&bytes[start..end]);
             }
             Some(OpenFile::Real(file) | OpenFile::Passthrough { file, .. }) => {
                 let file = match file.try_clone() {
@@ -283,8 +253,8 @@ impl Filesystem for ImgFs {
         reply: ReplyEmpty,
     ) {
         let closed = self.files.lock().remove(&fh.0);
-        if let Some(OpenFile::Passthrough { ino, .. }) = closed {
-            self.release_backing(ino);
+        if let Some(ino) = closed.and_then(|file| file.backing_ino()) {
+            self.passthrough.close(ino);
         }
         reply.ok();
     }

@@ -4,17 +4,18 @@ mod attr;
 mod handlers;
 mod inodes;
 mod names;
+mod passthrough;
 mod variants;
 mod workers;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use fuser::{BackingId, Config, MountOption, Notifier, Session, SessionACL};
+use fuser::{Config, MountOption, Notifier, Session, SessionACL};
 
 use crate::cache::{Cache, Converted};
 use crate::pipeline::memory::MemoryGate;
@@ -74,8 +75,24 @@ enum OpenFile {
         file: File,
         ino: u64,
     },
-    /// Pinned bytes: eviction from the cache cannot take them away while open.
-    Variant(Converted),
+    /// Pinned bytes: eviction from the cache cannot take them away while open. With a
+    /// backing id (large variants, see [`crate::cache::Stored`]), the kernel reads their
+    /// memory file itself, like an original's source.
+    Variant {
+        out: Converted,
+        backing_ino: Option<u64>,
+    },
+}
+
+impl OpenFile {
+    /// The inode whose shared backing id this open holds.
+    fn backing_ino(&self) -> Option<u64> {
+        match self {
+            OpenFile::Real(_) => None,
+            OpenFile::Passthrough { ino, .. } => Some(*ino),
+            OpenFile::Variant { backing_ino, .. } => *backing_ino,
+        }
+    }
 }
 
 /// Open files by handle number, shared with the conversion threads that answer opens.
@@ -112,9 +129,7 @@ pub struct ImgFs {
     dirs: Mutex<HashMap<u64, Arc<Vec<handlers::DirEntry>>>>,
     ttl: Duration,
     passthrough_wanted: bool,
-    passthrough: AtomicBool,
-    /// One backing id per inode (the kernel refuses two for one inode), with its open count.
-    backings: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
+    passthrough: Arc<passthrough::Passthrough>,
     notifier: Arc<OnceLock<Notifier>>,
 }
 
@@ -168,8 +183,7 @@ pub fn mount(
         dirs: Mutex::new(HashMap::new()),
         ttl: options.attr_ttl,
         passthrough_wanted: options.passthrough,
-        passthrough: AtomicBool::new(false),
-        backings: Mutex::new(HashMap::new()),
+        passthrough: Arc::default(),
         notifier: notifier.clone(),
     };
     let mut config = Config::default();

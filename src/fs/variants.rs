@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::handlers::errno;
 use super::inodes::{Kind, Node, Recipe, VariantNode};
+use super::passthrough::Served;
 use super::{attr, ImgFs, OpenFile};
 use crate::cache::{Converted, Key};
 use crate::error::{Error, Result};
@@ -183,7 +184,7 @@ impl ImgFs {
                 Ok(made) => made,
                 Err(err) => return reply.error(errno(&err)),
             };
-            let attr_of = |ino| attr::variant(ino, &made.meta, made.out.bytes.len() as u64);
+            let attr_of = |ino| attr::variant(ino, &made.meta, made.out.len());
             let (ino, node) = inodes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -243,7 +244,7 @@ impl ImgFs {
             let v = variant_of(&held);
             match result {
                 Ok(Some(made)) => {
-                    let attr = attr::variant(ino, &made.meta, made.out.bytes.len() as u64);
+                    let attr = attr::variant(ino, &made.meta, made.out.len());
                     v.remember(attr);
                     reply.attr(&ttl, &attr)
                 }
@@ -257,9 +258,10 @@ impl ImgFs {
     /// from the cache; if evicted, ESTALE: the kernel then looks the name up again and
     /// opens the new version (open(2) retries once by itself), so no reader ever gets
     /// bytes that differ from the inode's size.
-    pub(super) fn open_variant(&self, node: Arc<Node>, reply: ReplyOpen) {
+    pub(super) fn open_variant(&self, ino: u64, node: Arc<Node>, reply: ReplyOpen) {
         let v = variant_of(&node);
         let (files, cache, key) = (self.files.clone(), self.cache.clone(), v.key());
+        let passthrough = self.passthrough.clone();
         let name = node.path.display().to_string();
         self.this_version(node, move |result| {
             let out = match result.map(|made| made.map(|m| Ok(m.out)).or_else(|| cache.get(&key))) {
@@ -270,8 +272,15 @@ impl ImgFs {
                     return reply.error(Errno::ESTALE);
                 }
             };
-            let fh = files.insert(OpenFile::Variant(out));
-            reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            let backing = passthrough.open(Served::Variants, ino, out.memory_file(), &reply);
+            let backing_ino = backing.is_some().then_some(ino);
+            let fh = files.insert(OpenFile::Variant { out, backing_ino });
+            match backing {
+                Some(backing) => {
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing)
+                }
+                None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            }
         });
     }
 }

@@ -3,6 +3,8 @@
 //! Callers never block here: a request either finds its bytes, or joins the waiters of the
 //! one conversion in flight for its key, or is told to start that conversion.
 
+mod stored;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,9 @@ pub struct Key {
     pub spec: String,
 }
 
-pub type Converted = Arc<Output>;
+pub use stored::{Stored, MEMORY_FILE_MIN};
+
+pub type Converted = Arc<Stored>;
 /// Gets the result and the source version it was made from (not always the key's: see
 /// [`Job::finish_from`]).
 pub type Waiter = Box<dyn FnOnce(Result<Converted>, Identity) + Send>;
@@ -37,7 +41,7 @@ const ENTRY_OVERHEAD: u64 = 256;
 
 fn entry_cost(key: &Key, entry: &Entry) -> u64 {
     let bytes = match entry {
-        Entry::Ready(out) => out.bytes.len() as u64,
+        Entry::Ready(out) => out.len(),
         Entry::Failed(..) => 0,
     };
     bytes + key.spec.len() as u64 + ENTRY_OVERHEAD
@@ -85,7 +89,8 @@ impl Job {
             source: read,
             spec: self.key.spec.clone(),
         };
-        self.cache.finish(&self.key, key, result.map(Arc::new));
+        self.cache
+            .finish(&self.key, key, result.map(|out| Arc::new(Stored::new(out))));
     }
 }
 
@@ -232,7 +237,7 @@ mod tests {
         let mut jobs = Vec::new();
         for _ in 0..16 {
             let tx = tx.clone();
-            let waiter: Waiter = Box::new(move |r, _| tx.send(r.map(|o| o.bytes.len())).unwrap());
+            let waiter: Waiter = Box::new(move |r, _| tx.send(r.map(|o| o.len())).unwrap());
             jobs.extend(cache.get_or_start(key(1), waiter));
         }
         assert_eq!(jobs.len(), 1);

@@ -1,0 +1,128 @@
+//! A conversion's bytes as the cache keeps them.
+//!
+//! Large outputs live in an anonymous memory file (memfd), mapped into the process. With
+//! FUSE passthrough the kernel reads a variant straight from that file, as it reads tmpfs:
+//! no request per 128 KiB after its pages were dropped, and no second copy of the bytes in
+//! the variant's own page cache. Small outputs (thumbnails, JSON) stay on the heap, where
+//! one FUSE read serves them and they cost no file descriptor.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::FromRawFd;
+
+use memmap2::{Mmap, MmapMut};
+use tracing::debug;
+
+use crate::pipeline::Output;
+use crate::spec::Format;
+
+/// Outputs from this size on go to a memory file (at most cache size / this many files).
+pub const MEMORY_FILE_MIN: usize = 256 << 10;
+
+pub struct Stored {
+    data: Data,
+    /// None for the JSON of `info` and `average-hue`.
+    pub format: Option<Format>,
+}
+
+enum Data {
+    Heap(Vec<u8>),
+    /// The map keeps the bytes readable here; the file is what the kernel reads from.
+    Memory {
+        file: File,
+        map: Mmap,
+    },
+}
+
+impl Stored {
+    /// Moves `out` into a memory file if it is large enough and one can be made (else, e.g.
+    /// out of file descriptors, it stays on the heap: same bytes, served through FUSE).
+    pub fn new(out: Output) -> Stored {
+        let data = if out.bytes.len() >= MEMORY_FILE_MIN {
+            match memory_file(&out.bytes) {
+                Ok((file, map)) => Data::Memory { file, map },
+                Err(err) => {
+                    debug!("no memory file for a conversion ({err}); kept on the heap");
+                    Data::Heap(out.bytes)
+                }
+            }
+        } else {
+            Data::Heap(out.bytes)
+        };
+        Stored {
+            data,
+            format: out.format,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Heap(bytes) => bytes,
+            Data::Memory { map, .. } => map,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The memory file holding the bytes, if they are in one.
+    pub fn memory_file(&self) -> Option<&File> {
+        match &self.data {
+            Data::Heap(_) => None,
+            Data::Memory { file, .. } => Some(file),
+        }
+    }
+}
+
+/// A memfd holding `bytes`, and a read-only map of it. The bytes are written through the
+/// map, so its pages count in this process's RSS like the heap they replace.
+fn memory_file(bytes: &[u8]) -> io::Result<(File, Mmap)> {
+    // SAFETY: a static C string; the flags are valid for memfd_create.
+    let fd = unsafe { libc::memfd_create(c"imgfs-variant".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(bytes.len() as u64)?;
+    // SAFETY: the memfd is private to this process and never resized after this point.
+    let mut map = unsafe { MmapMut::map_mut(&file)? };
+    map.copy_from_slice(bytes);
+    Ok((file, map.make_read_only()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(len: usize) -> Output {
+        Output {
+            bytes: (0..len).map(|i| (i % 251) as u8).collect(),
+            format: Some(Format::Png),
+        }
+    }
+
+    #[test]
+    fn large_outputs_go_to_a_memory_file_with_the_same_bytes() {
+        let out = output(MEMORY_FILE_MIN + 4097);
+        let expected = out.bytes.clone();
+        let stored = Stored::new(out);
+        assert_eq!(stored.bytes(), &expected[..]);
+        let file = stored.memory_file().expect("a memory file");
+        let mut read = Vec::new();
+        io::Read::read_to_end(&mut &*file, &mut read).unwrap();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn small_outputs_stay_on_the_heap() {
+        let stored = Stored::new(output(MEMORY_FILE_MIN - 1));
+        assert!(stored.memory_file().is_none());
+        assert_eq!(stored.len(), (MEMORY_FILE_MIN - 1) as u64);
+    }
+}
