@@ -74,7 +74,7 @@ fn duel(b: &Bench, photo: &Photo, imgfs: Side, reference: Side, lib: Option<&str
     let (sa, za) = score::score(photo, &a)?;
     let (sb, zb) = score::score(photo, &b_)?;
     for (who, s) in [("imgfs", sa), ("reference", sb)] {
-        if !(s > 30.0) {
+        if s.is_nan() || s <= 30.0 {
             return Err(format!("{}: {who} output scores SSIMULACRA2 {s:.1}: broken?", photo.name));
         }
     }
@@ -331,7 +331,9 @@ pub fn presets(b: &Bench) -> Res<Vec<Table>> {
             "bytes there / base",
         ],
     );
-    let mut searched: Vec<(Vec<u8>, (u8, (u64, f64)))> = vec![];
+    // (output at q, (q at the base's score, (bytes there, score there)))
+    type Searched = (Vec<u8>, (u8, (u64, f64)));
+    let mut searched: Vec<Searched> = vec![];
     for (label, preset, w, c, len, s) in rows {
         let ok = w <= 0.5 * base.2 && len as f64 <= 1.1 * base.4 as f64 && s >= 0.9 * base.5;
         // Equal score: the smallest q whose score reaches the base's (scores rise with q).
