@@ -14,18 +14,11 @@ use memmap2::{Mmap, MmapMut};
 use tracing::debug;
 
 use crate::pipeline::Output;
-use crate::spec::Format;
 
 /// Outputs from this size on go to a memory file (at most cache size / this many files).
 pub const MEMORY_FILE_MIN: usize = 256 << 10;
 
-pub struct Stored {
-    data: Data,
-    /// None for the JSON of `info` and `average-hue`.
-    pub format: Option<Format>,
-}
-
-enum Data {
+pub enum Stored {
     Heap(Vec<u8>),
     /// The map keeps the bytes readable here; the file is what the kernel reads from.
     Memory {
@@ -38,27 +31,22 @@ impl Stored {
     /// Moves `out` into a memory file if it is large enough and one can be made (else, e.g.
     /// out of file descriptors, it stays on the heap: same bytes, served through FUSE).
     pub fn new(out: Output) -> Stored {
-        let data = if out.bytes.len() >= MEMORY_FILE_MIN {
-            match memory_file(&out.bytes) {
-                Ok((file, map)) => Data::Memory { file, map },
-                Err(err) => {
-                    debug!("no memory file for a conversion ({err}); kept on the heap");
-                    Data::Heap(out.bytes)
-                }
+        if out.bytes.len() < MEMORY_FILE_MIN {
+            return Stored::Heap(out.bytes);
+        }
+        match memory_file(&out.bytes) {
+            Ok((file, map)) => Stored::Memory { file, map },
+            Err(err) => {
+                debug!("no memory file for a conversion ({err}); kept on the heap");
+                Stored::Heap(out.bytes)
             }
-        } else {
-            Data::Heap(out.bytes)
-        };
-        Stored {
-            data,
-            format: out.format,
         }
     }
 
     pub fn bytes(&self) -> &[u8] {
-        match &self.data {
-            Data::Heap(bytes) => bytes,
-            Data::Memory { map, .. } => map,
+        match self {
+            Stored::Heap(bytes) => bytes,
+            Stored::Memory { map, .. } => map,
         }
     }
 
@@ -72,9 +60,9 @@ impl Stored {
 
     /// The memory file holding the bytes, if they are in one.
     pub fn memory_file(&self) -> Option<&File> {
-        match &self.data {
-            Data::Heap(_) => None,
-            Data::Memory { file, .. } => Some(file),
+        match self {
+            Stored::Heap(_) => None,
+            Stored::Memory { file, .. } => Some(file),
         }
     }
 }
@@ -99,6 +87,7 @@ fn memory_file(bytes: &[u8]) -> io::Result<(File, Mmap)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Format;
 
     fn output(len: usize) -> Output {
         Output {
