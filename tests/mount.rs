@@ -340,30 +340,38 @@ fn mapping_sharing(addr: usize) -> (u64, u64) {
 
 #[test]
 fn a_large_variant_is_read_by_the_kernel_from_imgfs_memory() {
-    let m = mount_with(|src| make_jpeg(&src.join("p.jpg"), 800, 600));
-    let large = m.path("p.jpg@format,bmp");
-    let small = m.path("p.jpg@format,png@resize,w_40");
-    for path in [&large, &small] {
-        let bytes = read_exact_size(path);
-        let file = fs::File::open(path).unwrap();
-        // SAFETY: a read-only map of a file on a read-only mount.
-        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-        assert_eq!(&map[..], &bytes[..], "{}", path.display());
-        let (shared, private) = mapping_sharing(map.as_ptr() as usize);
-        let kib = bytes.len() as u64 / 1024;
-        if path == &large {
-            // Passthrough: the mapped pages are imgfs's own memory file's pages, mapped by
-            // the cache too, so the kernel counts them shared; nothing is a second copy.
-            assert!(kib > 1000 && shared >= kib, "shared {shared} KiB of {kib}");
-            assert_eq!(private, 0);
-        } else {
-            // Small variants: FUSE fills the variant's own page cache, mapped only here.
-            assert_eq!(shared, 0);
-            assert!(private > 0, "private {private} KiB");
+    for passthrough in [true, false] {
+        let options = MountOptions {
+            passthrough,
+            ..MountOptions::default()
+        };
+        let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+            make_jpeg(&src.join("p.jpg"), 800, 600);
+        });
+        let large = m.path("p.jpg@format,bmp");
+        let small = m.path("p.jpg@format,png@resize,w_40");
+        for path in [&large, &small] {
+            let bytes = read_exact_size(path);
+            let file = fs::File::open(path).unwrap();
+            // SAFETY: a read-only map of a file on a read-only mount.
+            let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+            assert_eq!(&map[..], &bytes[..], "{}", path.display());
+            let (shared, private) = mapping_sharing(map.as_ptr() as usize);
+            let kib = bytes.len() as u64 / 1024;
+            if passthrough && path == &large {
+                // The mapped pages are imgfs's own memory file's, mapped by the cache too,
+                // so the kernel counts them shared: the bytes are in memory once.
+                assert!(kib > 1000 && shared >= kib, "shared {shared} KiB of {kib}");
+                assert_eq!(private, 0);
+            } else {
+                // Through FUSE: the variant's own page cache, a copy mapped only here.
+                assert_eq!(shared, 0, "{} passthrough {passthrough}", path.display());
+                assert!(private > 0, "private {private} KiB");
+            }
         }
+        assert_eq!(inspect(&large), ("bmp".into(), 800, 600));
+        assert_eq!(inspect(&small).0, "png");
     }
-    assert_eq!(inspect(&large), ("bmp".into(), 800, 600));
-    assert_eq!(inspect(&small).0, "png");
 }
 
 #[test]
