@@ -25,6 +25,8 @@ fn nginx_serves_exact_bytes_lengths_and_types() {
         ("photo.jpg@resize,w_100@format,webp", "image/webp"),
         ("photo.png@format,avif", "image/avif"),
         ("photo.jpg@format,png@resize,w_50", "image/png"),
+        // 320 KB: kept in a memory file, which the kernel reads by passthrough (sendfile).
+        ("photo.jpg@format,bmp", "image/bmp"),
         ("photo.webp@resize,w_120", "image/webp"),
         ("photo.jpg@resize,w_120", "image/jpeg"),
         ("photo.gif@format,jpeg", "image/jpeg"),
