@@ -47,10 +47,13 @@ fn raise_open_files_limit() {
     };
     // SAFETY: getrlimit/setrlimit with a valid out-pointer and resource.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            // An unlimited hard limit is still capped by fs.nr_open (2^20 by default).
+            let most = limit.rlim_max.min(1 << 20);
+            if limit.rlim_cur < most {
+                limit.rlim_cur = most;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
         }
     }
 }
