@@ -209,8 +209,10 @@ mod tests {
             }
             t
         };
-        // 90 waits for `first`; 10 would fit now but must not overtake it.
-        let big = spawn(90, "big");
+        // 95 waits for `first`; 10 would fit now but must not overtake it. (And 10 does not
+        // fit beside 95, so "small" is pushed only after "big" let go: the order recorded
+        // is the order admitted.)
+        let big = spawn(95, "big");
         let small = spawn(10, "small");
         assert!(order.lock().unwrap().is_empty());
         drop(first);
