@@ -15,8 +15,8 @@ use tracing::info;
 
 use super::inodes::Kind;
 use super::names::{self, Resolved};
-use super::passthrough::Served;
-use super::{attr, ImgFs, OpenFile};
+use super::passthrough::{self, Served};
+use super::{attr, ImgFs, OpenFile, Reads};
 use crate::error::Error;
 
 /// One entry of a directory snapshot taken at opendir.
@@ -47,16 +47,14 @@ impl ImgFs {
             Ok(file) => file,
             Err(err) => return reply.error(io_errno(&err)),
         };
-        if let Some(backing) = self
+        let backing = self
             .passthrough
-            .open(Served::Originals, ino, Some(&file), &reply)
-        {
-            let fh = self.files.insert(OpenFile::Passthrough { file, ino });
-            // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
-            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
-        }
-        let fh = self.files.insert(OpenFile::Real(file));
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            .open(Served::Originals, ino, Some(&file), &reply);
+        let fh = self.files.insert(OpenFile {
+            ino,
+            reads: Reads::Source(file),
+        });
+        passthrough::opened(reply, fh, backing.as_deref());
     }
 
     fn snapshot_dir(&self, path: &std::path::Path) -> io::Result<Vec<DirEntry>> {
@@ -212,7 +210,10 @@ impl Filesystem for ImgFs {
     ) {
         let files = self.files.lock();
         match files.get(&fh.0) {
-            Some(OpenFile::Variant { out, .. }) => {
+            Some(OpenFile {
+                reads: Reads::Variant(out),
+                ..
+            }) => {
                 let out = out.clone();
                 drop(files);
                 let bytes = out.bytes();
@@ -220,7 +221,10 @@ impl Filesystem for ImgFs {
                 let end = start.saturating_add(size as usize).min(bytes.len());
                 reply.data(&bytes[start..end]);
             }
-            Some(OpenFile::Real(file) | OpenFile::Passthrough { file, .. }) => {
+            Some(OpenFile {
+                reads: Reads::Source(file),
+                ..
+            }) => {
                 let file = match file.try_clone() {
                     Ok(file) => file,
                     Err(err) => return reply.error(io_errno(&err)),
@@ -252,9 +256,8 @@ impl Filesystem for ImgFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let closed = self.files.lock().remove(&fh.0);
-        if let Some(ino) = closed.and_then(|file| file.backing_ino()) {
-            self.passthrough.close(ino);
+        if let Some(closed) = self.files.lock().remove(&fh.0) {
+            self.passthrough.close(closed.ino);
         }
         reply.ok();
     }

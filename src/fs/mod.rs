@@ -66,33 +66,19 @@ impl MountOptions {
     }
 }
 
-/// What an open file reads from.
-enum OpenFile {
-    Real(File),
-    /// The kernel reads the source itself through the inode's shared backing id; the file
-    /// answers the few reads the kernel still sends (readahead(2)).
-    Passthrough {
-        file: File,
-        ino: u64,
-    },
-    /// Pinned bytes: eviction from the cache cannot take them away while open. With a
-    /// backing id (large variants, see [`crate::cache::Stored`]), the kernel reads their
-    /// memory file itself, like an original's source.
-    Variant {
-        out: Converted,
-        backing_ino: Option<u64>,
-    },
+/// An open file: its inode (see [`passthrough::Passthrough::close`]) and what it reads.
+struct OpenFile {
+    ino: u64,
+    reads: Reads,
 }
 
-impl OpenFile {
-    /// The inode whose shared backing id this open holds.
-    fn backing_ino(&self) -> Option<u64> {
-        match self {
-            OpenFile::Real(_) => None,
-            OpenFile::Passthrough { ino, .. } => Some(*ino),
-            OpenFile::Variant { backing_ino, .. } => *backing_ino,
-        }
-    }
+enum Reads {
+    /// An original's source. With passthrough the kernel reads it itself, and imgfs only
+    /// answers the few reads it still sends (readahead(2)).
+    Source(File),
+    /// Pinned bytes: eviction from the cache cannot take them away while open. Large ones
+    /// are a memory file (see [`crate::cache::Stored`]) that passthrough reads likewise.
+    Variant(Converted),
 }
 
 /// Open files by handle number, shared with the conversion threads that answer opens.

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fuser::{BackingId, ReplyOpen};
+use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
 use tracing::info;
 
 #[derive(Debug, Clone, Copy)]
@@ -24,15 +24,22 @@ impl Served {
     }
 }
 
-/// Whether passthrough is on, per kind of file, and the backing ids of open files.
+/// How the open files of an inode are read. The kernel takes one way per inode at a time:
+/// all through one backing file, or all through the inode's page cache; an open that
+/// asks for the other fails with EIO.
+enum Opens {
+    Backed(Arc<BackingId>, usize),
+    Cached(usize),
+}
+
+/// Whether passthrough is on, per kind of file, and how each inode's open files are read.
 #[derive(Default)]
 pub(super) struct Passthrough {
     originals: AtomicBool,
     variants: AtomicBool,
-    /// One id per inode, with its open count: the kernel refuses a second backing file
-    /// for an inode while files of it are open (EBUSY), and keeps the id's file alive
-    /// until the count falls to 0.
-    ids: Mutex<HashMap<u64, (Arc<BackingId>, usize)>>,
+    /// Every open is counted here until its release, so a backing id (and the file it
+    /// keeps alive) lives as long as the opens that use it.
+    inodes: Mutex<HashMap<u64, Opens>>,
 }
 
 impl Passthrough {
@@ -53,11 +60,12 @@ impl Passthrough {
         self.switch(served).load(Ordering::Relaxed)
     }
 
-    /// The backing id for an open of `ino`: the inode's id if it has one (every open of
-    /// an inode reads the same bytes, and the kernel takes no second one), else a new one
-    /// reading `file`. None if there is neither, if passthrough is off for this kind of
-    /// file, or if the kernel refused it (then it is turned off, logged once, and imgfs
-    /// serves the reads).
+    /// Counts an open of `ino` and says how it reads: through a backing id (Some) or
+    /// through FUSE and the page cache (None). An inode with open files keeps their way
+    /// (every open of an inode reads the same bytes). Otherwise a new id reading `file`,
+    /// if there is one, passthrough is on for this kind of file and the kernel takes it;
+    /// if the kernel refuses, passthrough is turned off for the kind, logged once.
+    /// Each call must be matched by a [`Passthrough::close`] at release.
     pub fn open(
         &self,
         served: Served,
@@ -65,40 +73,62 @@ impl Passthrough {
         file: Option<&File>,
         reply: &ReplyOpen,
     ) -> Option<Arc<BackingId>> {
-        if !self.is_on(served) {
-            return None;
-        }
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, opens)) = ids.get_mut(&ino) {
-            *opens += 1;
-            return Some(id.clone());
-        }
-        match reply.open_backing(file?) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                ids.insert(ino, (id.clone(), 1));
-                Some(id)
+        let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        match inodes.get_mut(&ino) {
+            Some(Opens::Backed(id, opens)) => {
+                *opens += 1;
+                return Some(id.clone());
             }
-            Err(err) => {
-                if self.switch(served).swap(false, Ordering::Relaxed) {
-                    info!(
-                        "passthrough refused ({err}); serving {} through imgfs",
-                        served.name()
-                    );
-                }
-                None
+            Some(Opens::Cached(opens)) => {
+                *opens += 1;
+                return None;
             }
+            None => {}
         }
+        let id =
+            file.filter(|_| self.is_on(served))
+                .and_then(|file| match reply.open_backing(file) {
+                    Ok(id) => Some(Arc::new(id)),
+                    Err(err) => {
+                        if self.switch(served).swap(false, Ordering::Relaxed) {
+                            info!(
+                                "passthrough refused ({err}); serving {} through imgfs",
+                                served.name()
+                            );
+                        }
+                        None
+                    }
+                });
+        let opens = match &id {
+            Some(id) => Opens::Backed(id.clone(), 1),
+            None => Opens::Cached(1),
+        };
+        inodes.insert(ino, opens);
+        id
     }
 
-    /// An open that got a backing id from [`Passthrough::open`] was released.
+    /// An open of `ino` was released.
     pub fn close(&self, ino: u64) {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, opens)) = ids.get_mut(&ino) {
-            *opens -= 1;
-            if *opens == 0 {
-                ids.remove(&ino);
+        let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        let left = match inodes.get_mut(&ino) {
+            Some(Opens::Backed(_, opens) | Opens::Cached(opens)) => {
+                *opens -= 1;
+                *opens
             }
+            None => return,
+        };
+        if left == 0 {
+            inodes.remove(&ino);
         }
+    }
+}
+
+/// Replies to an open: through `backing` if it has one, else through the inode's page
+/// cache, kept across opens.
+pub(super) fn opened(reply: ReplyOpen, fh: u64, backing: Option<&BackingId>) {
+    match backing {
+        // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
+        Some(backing) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing),
+        None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
     }
 }

@@ -8,16 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use fuser::{
-    Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, Notifier, ReplyAttr, ReplyEntry,
-    ReplyOpen,
-};
+use fuser::{Errno, FileAttr, Generation, INodeNo, Notifier, ReplyAttr, ReplyEntry, ReplyOpen};
 use tracing::{debug, info, warn};
 
 use super::handlers::errno;
 use super::inodes::{Kind, Node, Recipe, VariantNode};
 use super::passthrough::Served;
-use super::{attr, ImgFs, OpenFile};
+use super::{attr, ImgFs, OpenFile, Reads};
 use crate::cache::{Converted, Key};
 use crate::error::{Error, Result};
 use crate::pipeline;
@@ -273,14 +270,11 @@ impl ImgFs {
                 }
             };
             let backing = passthrough.open(Served::Variants, ino, out.memory_file(), &reply);
-            let backing_ino = backing.is_some().then_some(ino);
-            let fh = files.insert(OpenFile::Variant { out, backing_ino });
-            match backing {
-                Some(backing) => {
-                    reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing)
-                }
-                None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            }
+            let fh = files.insert(OpenFile {
+                ino,
+                reads: Reads::Variant(out),
+            });
+            super::passthrough::opened(reply, fh, backing.as_deref());
         });
     }
 }
