@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 
 use crate::error::{Error, Result};
-use crate::pipeline::Output;
 use crate::source::Identity;
 
 /// A variant: which version of which source, converted by which canonical spec.
@@ -76,7 +75,7 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn finish(self, result: Result<Output>) {
+    pub fn finish(self, result: Result<Stored>) {
         let read = self.key.source;
         self.finish_from(read, result);
     }
@@ -84,13 +83,12 @@ impl Job {
     /// Like [`Job::finish`] for a result made from source version `read`: if the source
     /// changed between the stat that made the key and the read, the waiters still get the
     /// result (told its version), but it is kept under that version, never under the key's.
-    pub fn finish_from(self, read: Identity, result: Result<Output>) {
+    pub fn finish_from(self, read: Identity, result: Result<Stored>) {
         let key = Key {
             source: read,
             spec: self.key.spec.clone(),
         };
-        self.cache
-            .finish(&self.key, key, result.map(|out| Arc::new(Stored::new(out))));
+        self.cache.finish(&self.key, key, result.map(Arc::new));
     }
 }
 
@@ -223,11 +221,8 @@ mod tests {
         }
     }
 
-    fn output(len: usize) -> Output {
-        Output {
-            bytes: vec![7; len],
-            format: None,
-        }
+    fn output(len: usize) -> Stored {
+        Stored::Heap(vec![7; len])
     }
 
     #[test]

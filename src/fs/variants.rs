@@ -15,7 +15,7 @@ use super::handlers::errno;
 use super::inodes::{Kind, Node, Recipe, VariantNode};
 use super::passthrough::Served;
 use super::{attr, ImgFs, OpenFile, Reads};
-use crate::cache::{Converted, Key};
+use crate::cache::{Converted, Key, Stored};
 use crate::error::{Error, Result};
 use crate::pipeline;
 use crate::source::{self, Identity};
@@ -123,14 +123,14 @@ impl ImgFs {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let (bytes, version) = source::read(&path, &settings.limits)?;
                 read = Some(version);
-                pipeline::convert(&bytes, &spec, &settings)
+                pipeline::convert_into(&bytes, &spec, &settings, Stored::new)
             }))
             .unwrap_or_else(|_| Err(Error::Decode("the conversion panicked".into())));
             match &result {
                 Ok(out) => info!(
                     "converted {name} in {} ms: {} bytes",
                     started.elapsed().as_millis(),
-                    out.bytes.len()
+                    out.len()
                 ),
                 Err(err) if err.is_user_error() => info!("{name}: {err}"),
                 Err(err) => warn!("{name}: {err}"),

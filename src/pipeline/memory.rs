@@ -221,6 +221,25 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["big", "small"]);
     }
 
+    #[test]
+    fn the_output_is_kept_while_the_conversion_still_holds_its_memory() {
+        let gate = Arc::new(MemoryGate::new(1 << 30));
+        let settings = crate::pipeline::Settings {
+            memory_gate: Some(gate.clone()),
+            ..Default::default()
+        };
+        let mut png = Vec::new();
+        image::RgbImage::new(64, 48)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let held = crate::pipeline::convert_into(&png, &spec("format,bmp"), &settings, |out| {
+            (out.bytes.len(), gate.in_use())
+        })
+        .unwrap();
+        assert!(held.0 > 64 * 48 * 3 && held.1 > 0, "{held:?}");
+        assert_eq!(gate.in_use(), 0);
+    }
+
     fn spec(text: &str) -> Spec {
         Spec::parse(text, &Default::default()).unwrap()
     }

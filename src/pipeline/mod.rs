@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec};
 use codec::{DecodeRequest, EncodeRequest, Header};
-use memory::MemoryGate;
+use memory::{MemoryGate, Reservation};
 
 /// Default quality per lossy format when the request has no `quality` (README, "Qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +106,36 @@ pub(crate) struct OpContext<'a> {
 
 /// Runs `spec` on the image in `source`.
 pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output> {
+    convert_into(source, spec, settings, |output| output)
+}
+
+/// Like [`convert`], and hands the output to `keep` while the conversion's memory is still
+/// reserved at the gate: moving the output elsewhere (the cache's memory file) holds it
+/// twice for a moment, which the conversion's estimate covers, since its frames are freed.
+pub fn convert_into<T>(
+    source: &[u8],
+    spec: &Spec,
+    settings: &Settings,
+    keep: impl FnOnce(Output) -> T,
+) -> Result<T> {
+    let (output, _reserved) = convert_reserved(source, spec, settings)?;
+    Ok(keep(output))
+}
+
+fn convert_reserved<'s>(
+    source: &[u8],
+    spec: &Spec,
+    settings: &'s Settings,
+) -> Result<(Output, Option<Reservation<'s>>)> {
     let limits = &settings.limits;
     limits.check_source_bytes(source.len() as u64)?;
     let header = codec::probe(source)?;
     limits.check_source(header.width, header.height, header.frames)?;
     if !spec.needs_pixels() {
-        return info::describe(source, &header, source.len(), settings);
+        return Ok((
+            info::describe(source, &header, source.len(), settings)?,
+            None,
+        ));
     }
 
     let format = spec.format.unwrap_or(header.format);
@@ -122,8 +146,11 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         && spec.ops.iter().all(animation::is_framewise);
     if animated {
         let estimate = memory::estimate_animation(source.len(), &header);
-        let _reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
-        return convert_animation(source, spec, settings, &header, format);
+        let reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
+        return Ok((
+            convert_animation(source, spec, settings, &header, format)?,
+            reserved,
+        ));
     }
 
     let orientation = if spec.auto_orient {
@@ -143,7 +170,7 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
         spec,
         format,
     );
-    let _reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
+    let reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
     let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
     let mut image = decoded.image;
@@ -164,7 +191,7 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
     limits.check_output(u64::from(image.width()), u64::from(image.height()))?;
 
     if spec.output == OutputKind::AverageHue {
-        return Ok(info::average_hue(&image));
+        return Ok((info::average_hue(&image), reserved));
     }
     if let Some(exif) = exif.as_mut().filter(|_| spec.auto_orient) {
         // The pixels are upright now: a viewer must not rotate them again.
@@ -195,9 +222,10 @@ pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output
             frames: 1,
             orientation: Orientation::NoTransforms,
         };
-        return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
+        let described = info::describe_with_exif(&output.bytes, &header, exif.as_deref())?;
+        return Ok((described, reserved));
     }
-    Ok(output)
+    Ok((output, reserved))
 }
 
 /// The quality of the final encode: `Q_n`, `q_n` of the source JPEG's quality, or the
