@@ -43,7 +43,8 @@ pub struct MountArgs {
     pub source: PathBuf,
     /// Where to mount it (an existing, empty directory).
     pub mountpoint: PathBuf,
-    /// Memory for converted variants (an LRU bounded in bytes), e.g. 512MiB or 2GB.
+    /// Memory for converted variants (an LRU bounded in bytes; those of 256 KiB or more are
+    /// memory files, one open descriptor each), e.g. 512MiB or 2GB.
     #[arg(long, default_value = "512MiB", value_parser = parse_size)]
     pub cache_size: u64,
     /// Conversions run at once (each also uses the encoder's own threads); default: cores.
