@@ -371,6 +371,9 @@ fn a_large_variant_is_read_by_the_kernel_from_imgfs_memory() {
         }
         assert_eq!(inspect(&large), ("bmp".into(), 800, 600));
         assert_eq!(inspect(&small).0, "png");
+        // The original, read by the kernel or (without passthrough) by imgfs.
+        let original = fs::read(m.path("p.jpg")).unwrap();
+        assert_eq!(original, fs::read(m.source.join("p.jpg")).unwrap());
     }
 }
 

@@ -75,7 +75,7 @@ struct OpenFile {
 enum Reads {
     /// An original's source. With passthrough the kernel reads it itself, and imgfs only
     /// answers the few reads it still sends (readahead(2)).
-    Source(File),
+    Source(Arc<File>),
     /// Pinned bytes: eviction from the cache cannot take them away while open. Large ones
     /// are a memory file (see [`crate::cache::Stored`]) that passthrough reads likewise.
     Variant(Converted),

@@ -151,6 +151,14 @@ pub fn apply(image: DynamicImage, plan: &Plan, pad_color: [u8; 3]) -> Result<Dyn
 /// this many rows, not a second frame.
 const BAND_ROWS: usize = 64;
 
+fn lanczos3() -> ResizeOptions {
+    ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
+}
+
+fn resize_error(e: &dyn std::fmt::Display) -> Error {
+    Error::Encode(format!("resize: {e}"))
+}
+
 /// Lanczos3 resampling (alpha-aware) with the SIMD resizer, in bands of output rows on the
 /// current thread pool. Each band crops the source to its rows' span, and the filter still
 /// reads the rows around a crop, so the bands join as one resize would have made them.
@@ -159,7 +167,6 @@ pub fn resample(image: DynamicImage, width: u32, height: u32) -> Result<DynamicI
         return Ok(image);
     }
     let (src_w, src_h) = (image.width(), image.height());
-    let fail = |e: &dyn std::fmt::Display| Error::Encode(format!("resize: {e}"));
     match image {
         DynamicImage::ImageRgb8(src) => {
             let pixels = banded(
@@ -169,17 +176,17 @@ pub fn resample(image: DynamicImage, width: u32, height: u32) -> Result<DynamicI
                 PixelType::U8x3,
             )?;
             let out = image::RgbImage::from_raw(width, height, pixels)
-                .ok_or_else(|| fail(&"wrong buffer size"))?;
+                .ok_or_else(|| resize_error(&"wrong buffer size"))?;
             Ok(DynamicImage::ImageRgb8(out))
         }
         DynamicImage::ImageRgba8(mut src) => {
             // Premultiplied in place: the resizer would premultiply a copy of the frame.
             let mul_div = MulDiv::default();
             let mut view = Image::from_slice_u8(src_w, src_h, &mut src, PixelType::U8x4)
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| resize_error(&e))?;
             mul_div
                 .multiply_alpha_inplace(&mut view)
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| resize_error(&e))?;
             let mut pixels = banded(
                 src.as_raw(),
                 (src_w, src_h),
@@ -188,21 +195,19 @@ pub fn resample(image: DynamicImage, width: u32, height: u32) -> Result<DynamicI
             )?;
             drop(src);
             let mut out = Image::from_slice_u8(width, height, &mut pixels, PixelType::U8x4)
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| resize_error(&e))?;
             mul_div
                 .divide_alpha_inplace(&mut out)
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| resize_error(&e))?;
             let out = image::RgbaImage::from_raw(width, height, pixels)
-                .ok_or_else(|| fail(&"wrong buffer size"))?;
+                .ok_or_else(|| resize_error(&"wrong buffer size"))?;
             Ok(DynamicImage::ImageRgba8(out))
         }
         other => {
             let mut dst = DynamicImage::new(width, height, other.color());
-            let options =
-                ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
             Resizer::new()
-                .resize(&other, &mut dst, &options)
-                .map_err(|e| fail(&e))?;
+                .resize(&other, &mut dst, &lanczos3())
+                .map_err(|e| resize_error(&e))?;
             Ok(dst)
         }
     }
@@ -215,8 +220,7 @@ fn banded(
     (width, height): (u32, u32),
     pixel: PixelType,
 ) -> Result<Vec<u8>> {
-    let fail = |e: &dyn std::fmt::Display| Error::Encode(format!("resize: {e}"));
-    let src = ImageRef::new(src_w, src_h, src, pixel).map_err(|e| fail(&e))?;
+    let src = ImageRef::new(src_w, src_h, src, pixel).map_err(|e| resize_error(&e))?;
     let row = width as usize * pixel.size();
     let mut dst = vec![0u8; row * height as usize];
     // Source row where output row `y` begins (exact at both ends: integers below 2^53).
@@ -226,15 +230,15 @@ fn banded(
         .try_for_each_init(Resizer::new, |resizer, (band, out)| {
             let (first, rows) = (band * BAND_ROWS, out.len() / row);
             let (top, bottom) = (source_row(first), source_row(first + rows));
-            let options = ResizeOptions::new()
-                .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-                .use_alpha(false)
-                .crop(0.0, top, f64::from(src_w), bottom - top);
-            let mut out =
-                Image::from_slice_u8(width, rows as u32, out, pixel).map_err(|e| fail(&e))?;
+            let options =
+                lanczos3()
+                    .use_alpha(false)
+                    .crop(0.0, top, f64::from(src_w), bottom - top);
+            let mut out = Image::from_slice_u8(width, rows as u32, out, pixel)
+                .map_err(|e| resize_error(&e))?;
             resizer
                 .resize(&src, &mut out, &options)
-                .map_err(|e| fail(&e))
+                .map_err(|e| resize_error(&e))
         })?;
     Ok(dst)
 }
@@ -296,8 +300,7 @@ mod tests {
     /// The reference: one resize of the whole frame, as the resizer makes it.
     fn whole(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
         let mut dst = DynamicImage::new(width, height, image.color());
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-        Resizer::new().resize(image, &mut dst, &options).unwrap();
+        Resizer::new().resize(image, &mut dst, &lanczos3()).unwrap();
         dst
     }
 
