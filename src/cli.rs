@@ -144,7 +144,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl ProcessingArgs {
-    pub fn settings(&self, root: Option<PathBuf>) -> Settings {
+    pub fn settings(&self) -> Settings {
         Settings {
             limits: Limits {
                 max_source_bytes: self.max_source_bytes,
@@ -160,9 +160,7 @@ impl ProcessingArgs {
                 avif: self.avif_quality,
             },
             strip_metadata: self.strip_metadata,
-            root,
             heic_preset: self.heic_preset.clone(),
-            memory_gate: None,
         }
     }
 

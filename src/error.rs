@@ -1,16 +1,28 @@
 //! The one error type of imgfs: a small enum of kinds, each with its errno.
+//!
+//! Requests answer only with the errnos of the contract (docs/filesystem.md, "Errors"):
+//! ENOENT, EACCES, EINVAL, ENAMETOOLONG, EFBIG, EIO (and EROFS for writes, answered by the
+//! adapter; ESTALE only to make the kernel look a name up again). An OS error is sorted into one of these kinds where it is created
+//! ([`Error::io`]), so no EAGAIN, ELOOP or ESTALE of an internal step leaks out.
 
 use std::io;
 
-/// What went wrong, as a kind that maps to one errno (filesystem.md, "Errors").
+/// What went wrong, as a kind that maps to one errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The source or a file the spec names does not exist. ENOENT.
+    /// The source or a file the spec names does not exist, or cannot be reached from
+    /// inside the root (a link out, a loop, not a regular file). ENOENT.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The caller may not read a file the variant is made from. EACCES.
+    #[error("permission denied: {0}")]
+    Denied(String),
     /// The spec does not parse or a value is out of range. EINVAL.
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// A name longer than NAME_MAX (255 bytes). ENAMETOOLONG.
+    #[error("name too long: {0}")]
+    NameTooLong(String),
     /// The source or the output exceeds a configured limit. EFBIG.
     #[error("too large: {0}")]
     TooLarge(String),
@@ -20,7 +32,12 @@ pub enum Error {
     /// An encoder failed. EIO.
     #[error("cannot encode: {0}")]
     Encode(String),
-    /// Reading the source failed; keeps the OS errno (EACCES stays EACCES).
+    /// The inode's version of a variant is gone (its inputs changed, its bytes were
+    /// evicted): answered to an open only, so that the kernel looks the name up again and
+    /// retries (open(2) does so once by itself). ESTALE.
+    #[error("stale: {0}")]
+    Stale(String),
+    /// Reading failed for a reason of the machine's (kept for the log line). EIO.
     #[error("{message}")]
     Io { errno: i32, message: String },
 }
@@ -32,31 +49,82 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotFound(_) => libc::ENOENT,
+            Error::Denied(_) => libc::EACCES,
             Error::InvalidSpec(_) => libc::EINVAL,
+            Error::NameTooLong(_) => libc::ENAMETOOLONG,
             Error::TooLarge(_) => libc::EFBIG,
-            Error::Decode(_) | Error::Encode(_) => libc::EIO,
-            Error::Io { errno, .. } => *errno,
+            Error::Stale(_) => libc::ESTALE,
+            Error::Decode(_) | Error::Encode(_) | Error::Io { .. } => libc::EIO,
         }
     }
 
-    /// Whether the error is the user's (a bad name) rather than the data's or the system's;
-    /// user errors are logged at a lower level so a scanner cannot flood the log.
+    /// Whether the error is the request's (a bad or forbidden name) rather than the data's
+    /// or the system's; these are logged at a lower level so a scanner cannot flood the log.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::NotFound(_) | Error::InvalidSpec(_))
+        matches!(
+            self,
+            Error::NotFound(_) | Error::Denied(_) | Error::InvalidSpec(_) | Error::NameTooLong(_)
+        )
     }
 
+    /// Sorts an OS error met while working on `context` into its kind.
     pub fn io(context: impl std::fmt::Display, err: io::Error) -> Error {
-        let errno = err.raw_os_error().unwrap_or(libc::EIO);
-        if errno == libc::ENOENT {
-            return Error::NotFound(format!("{context}: {err}"));
+        let message = format!("{context}: {err}");
+        match err.raw_os_error().unwrap_or(libc::EIO) {
+            libc::ENOENT | libc::ENOTDIR | libc::ELOOP => Error::NotFound(message),
+            libc::EACCES | libc::EPERM => Error::Denied(message),
+            libc::ENAMETOOLONG => Error::NameTooLong(message),
+            libc::EFBIG => Error::TooLarge(message),
+            errno => Error::Io { errno, message },
         }
-        Error::Io {
-            errno,
-            message: format!("{context}: {err}"),
+    }
+
+    /// The same error, its message prefixed by what was being done.
+    pub fn context(self, what: &str) -> Error {
+        let with = |message: String| format!("{what} {message}");
+        match self {
+            Error::NotFound(m) => Error::NotFound(with(m)),
+            Error::Denied(m) => Error::Denied(with(m)),
+            Error::InvalidSpec(m) => Error::InvalidSpec(with(m)),
+            Error::NameTooLong(m) => Error::NameTooLong(with(m)),
+            Error::TooLarge(m) => Error::TooLarge(with(m)),
+            Error::Stale(m) => Error::Stale(with(m)),
+            Error::Decode(m) => Error::Decode(with(m)),
+            Error::Encode(m) => Error::Encode(with(m)),
+            Error::Io { errno, message } => Error::Io {
+                errno,
+                message: with(message),
+            },
         }
     }
 
     pub fn spec(message: impl Into<String>) -> Error {
         Error::InvalidSpec(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_errors_answer_only_the_contracts_errnos() {
+        let contract = [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::EINVAL,
+            libc::ENAMETOOLONG,
+            libc::EFBIG,
+            libc::EIO,
+        ];
+        for errno in 1..134 {
+            let err = Error::io("x", io::Error::from_raw_os_error(errno));
+            assert!(contract.contains(&err.errno()), "errno {errno} -> {err:?}");
+        }
+        let io = |errno| Error::io("x", io::Error::from_raw_os_error(errno)).errno();
+        assert_eq!(io(libc::ELOOP), libc::ENOENT);
+        assert_eq!(io(libc::EAGAIN), libc::EIO);
+        assert_eq!(io(libc::ESTALE), libc::EIO);
+        assert_eq!(io(libc::EACCES), libc::EACCES);
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use imgfs::cli::{Cli, Command, ConvertArgs, MountArgs};
-use imgfs::fs::MountOptions;
+use imgfs::convert::Inputs;
+use imgfs::options::MountOptions;
+use imgfs::source::{Caller, Found, Root};
 use imgfs::spec::Spec;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{error, info, warn};
@@ -82,18 +84,17 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| ".".into(), |p| p.to_path_buf()),
     };
-    let settings = args.processing.settings(Some(root));
+    let settings = args.processing.settings();
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let spec = Spec::parse(&args.spec, &styles).map_err(|e| e.to_string())?;
-    // The command line may name a symlink (only the mount refuses to follow them).
-    let input = args
-        .input
-        .canonicalize()
-        .unwrap_or_else(|_| args.input.clone());
-    let (bytes, _) = imgfs::source::read(&input, &settings.limits)
-        .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let output = imgfs::pipeline::convert(&bytes, &spec, &settings)
-        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let failed = |e: imgfs::Error| format!("{}: {e}", args.input.display());
+    let root = Root::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    // The command line may name a symlink; the process's own permissions judge every
+    // file it opens, so the caller here is the process itself, checked by the kernel.
+    let source = Found::at(&args.input).map_err(failed)?;
+    let inputs = Inputs::find(&root, source, &spec, &Caller::root()).map_err(failed)?;
+    let (bytes, marks, _) = inputs.read(&args.input, &settings.limits).map_err(failed)?;
+    let output = imgfs::pipeline::convert(&bytes, &marks, &spec, &settings).map_err(failed)?;
     if args.output.as_os_str() == "-" {
         std::io::stdout()
             .write_all(&output.bytes)
@@ -107,7 +108,7 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
 
 fn mount(args: MountArgs) -> Result<(), String> {
     raise_open_files_limit();
-    let settings = args.processing.settings(None);
+    let settings = args.processing.settings();
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let defaults = MountOptions::default();
     let options = MountOptions {
@@ -120,14 +121,16 @@ fn mount(args: MountArgs) -> Result<(), String> {
         options: args.options.clone(),
         passthrough: !args.no_passthrough,
     };
-    let mut mounted = imgfs::fs::mount(&args.source, &args.mountpoint, settings, styles, &options)
-        .map_err(|e| {
-            format!(
-                "cannot mount {} at {}: {e}",
-                args.source.display(),
-                args.mountpoint.display()
-            )
-        })?;
+    let mut mounted =
+        imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options).map_err(
+            |e| {
+                format!(
+                    "cannot mount {} at {}: {e}",
+                    args.source.display(),
+                    args.mountpoint.display()
+                )
+            },
+        )?;
     info!(
         "serving {} at {} (cache {}, {} conversion jobs in {}); Ctrl-C or SIGTERM unmounts",
         args.source.display(),
@@ -159,7 +162,8 @@ fn mount(args: MountArgs) -> Result<(), String> {
     info!(
         "unmounted; {} conversions",
         mounted
-            .cache
+            .fs
+            .cache()
             .stats
             .conversions
             .load(std::sync::atomic::Ordering::Relaxed)

@@ -31,8 +31,12 @@ fn versions(dir: &Path, spec: &str) -> Versions {
     let new = fs::read(dir.join("new.jpg")).unwrap();
     let spec = Spec::parse(spec, &Styles::default()).unwrap();
     let settings = Settings::default();
-    let old_out = pipeline::convert(&old, &spec, &settings).unwrap().bytes;
-    let new_out = pipeline::convert(&new, &spec, &settings).unwrap().bytes;
+    let old_out = pipeline::convert(&old, &Default::default(), &spec, &settings)
+        .unwrap()
+        .bytes;
+    let new_out = pipeline::convert(&new, &Default::default(), &spec, &settings)
+        .unwrap()
+        .bytes;
     assert_ne!(old_out.len(), new_out.len());
     Versions {
         old,
@@ -224,7 +228,7 @@ fn opening_an_outdated_entry_whose_bytes_were_evicted_gets_the_new_version() {
     let scratch = tempfile::tempdir().unwrap();
     let v = versions(scratch.path(), "resize,w_100");
     // A cache that keeps nothing: the old version is gone as soon as it is served.
-    let options = imgfs::fs::MountOptions {
+    let options = imgfs::options::MountOptions {
         cache_bytes: 1,
         ..Default::default()
     };

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use common::nginx::Nginx;
 use common::{make_jpeg, run, Mount, MAGICK};
-use imgfs::fs::MountOptions;
+use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
 

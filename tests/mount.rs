@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
-use imgfs::fs::MountOptions;
 use imgfs::limits::Limits;
+use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
 

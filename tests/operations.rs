@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{errno_of, inspect, make_jpeg, run, Mount, IDENTIFY, MAGICK};
 use image::RgbaImage;
-use imgfs::fs::MountOptions;
+use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::{encode_base64 as b64, Styles};
 

@@ -64,7 +64,9 @@ fn duel(b: &Bench, photo: &Photo, imgfs: Side, reference: Side, lib: Option<&str
         d.reference.push(wall);
         d.cpu.1.push(cpu);
         if let Some(spec) = &spec {
-            let (t, out) = time(|| pipeline::convert(&source, spec, &settings).map_err(|e| e.to_string()))?;
+            let (t, out) = time(|| {
+                pipeline::convert(&source, &Default::default(), spec, &settings).map_err(|e| e.to_string())
+            })?;
             d.library.push(t);
             lib_bytes = Some(out.bytes);
         }
@@ -243,8 +245,9 @@ pub fn defaults(b: &Bench) -> Res<Vec<Table>> {
             let spec =
                 Spec::parse(&format!("format,{fmt}"), &Styles::default()).map_err(|e| e.to_string())?;
             let format = spec.format.unwrap();
-            let (t_conv, out) =
-                time(|| pipeline::convert(&source, &spec, &settings).map_err(|e| e.to_string()))?;
+            let (t_conv, out) = time(|| {
+                pipeline::convert(&source, &Default::default(), &spec, &settings).map_err(|e| e.to_string())
+            })?;
             let (s, _) = score::score(p, &out.bytes)?;
             let bpp = out.bytes.len() as f64 * 8.0 / (f64::from(p.width) * f64::from(p.height));
             t.rows.push(vec![

@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let specs = specs();
     let index = usize::from(selector) % specs.len();
-    match pipeline::convert(source, &specs[index], settings()) {
+    match pipeline::convert(source, &Default::default(), &specs[index], settings()) {
         Ok(out) => assert!(
             !out.bytes.is_empty(),
             "{}: empty output ({:?})",

@@ -15,19 +15,36 @@ use lru::LruCache;
 use crate::error::{Error, Result};
 use crate::source::Identity;
 
-/// A variant: which version of which source, converted by which canonical spec.
+/// The identities of every file a variant is made from: its source, then the watermark
+/// images its spec names, in the spec's order. When any changes, the variant is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub source: Identity,
+    pub marks: Vec<Identity>,
+}
+
+impl Version {
+    pub fn of(source: Identity) -> Version {
+        Version {
+            source,
+            marks: Vec::new(),
+        }
+    }
+}
+
+/// A variant: which version of its inputs, converted by which canonical spec.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
-    pub source: Identity,
+    pub version: Version,
     pub spec: String,
 }
 
 pub use stored::{Stored, MEMORY_FILE_MIN};
 
 pub type Converted = Arc<Stored>;
-/// Gets the result and the source version it was made from (not always the key's: see
-/// [`Job::finish_from`]).
-pub type Waiter = Box<dyn FnOnce(Result<Converted>, Identity) + Send>;
+/// Gets the result and the version of the inputs it was made from (not always the key's:
+/// see [`Job::finish_from`]).
+pub type Waiter = Box<dyn FnOnce(Result<Converted>, &Version) + Send>;
 
 enum Entry {
     Ready(Converted),
@@ -35,15 +52,17 @@ enum Entry {
     Failed(Error, Instant),
 }
 
-/// Bookkeeping per entry besides its bytes (key, list links, Arc).
+/// Bookkeeping per entry besides its bytes and the key's heap parts (the key, list links,
+/// hash slot, the Arc and the Stored header), rounded up.
 const ENTRY_OVERHEAD: u64 = 256;
 
 fn entry_cost(key: &Key, entry: &Entry) -> u64 {
     let bytes = match entry {
         Entry::Ready(out) => out.len(),
-        Entry::Failed(..) => 0,
+        Entry::Failed(err, _) => err.to_string().len() as u64,
     };
-    bytes + key.spec.len() as u64 + ENTRY_OVERHEAD
+    let key_heap = key.spec.capacity() + key.version.marks.capacity() * size_of::<Identity>();
+    bytes + key_heap as u64 + ENTRY_OVERHEAD
 }
 
 #[derive(Debug, Default)]
@@ -68,27 +87,43 @@ pub struct Cache {
 }
 
 /// Proof that the holder must run the conversion for `key` and hand back its result.
-#[must_use = "the conversion must be run and finished, or its waiters hang"]
+/// Dropped unfinished (a worker that never ran it, a panic), it fails its waiters with
+/// EIO, so no request for the key waits forever.
+#[must_use = "the conversion must be run and finished, or its waiters get EIO"]
 pub struct Job {
     cache: Arc<Cache>,
-    pub key: Key,
+    key: Key,
+    finished: bool,
 }
 
 impl Job {
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
     pub fn finish(self, result: Result<Stored>) {
-        let read = self.key.source;
+        let read = self.key.version.clone();
         self.finish_from(read, result);
     }
 
-    /// Like [`Job::finish`] for a result made from source version `read`: if the source
+    /// Like [`Job::finish`] for a result made from inputs of version `read`: if they
     /// changed between the stat that made the key and the read, the waiters still get the
     /// result (told its version), but it is kept under that version, never under the key's.
-    pub fn finish_from(self, read: Identity, result: Result<Stored>) {
+    pub fn finish_from(mut self, read: Version, result: Result<Stored>) {
+        self.finished = true;
         let key = Key {
-            source: read,
+            version: read,
             spec: self.key.spec.clone(),
         };
         self.cache.finish(&self.key, key, result.map(Arc::new));
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cache.abandon(&self.key);
+        }
     }
 }
 
@@ -135,7 +170,7 @@ impl Cache {
     /// flight, else returns the [`Job`] the caller must run.
     pub fn get_or_start(self: &Arc<Self>, key: Key, waiter: Waiter) -> Option<Job> {
         if let Some(found) = self.get(&key) {
-            waiter(found, key.source);
+            waiter(found, &key.version);
             return None;
         }
         let mut inner = self.lock();
@@ -143,7 +178,7 @@ impl Cache {
         if let Some(Entry::Ready(out)) = inner.entries.get(&key) {
             let out = out.clone();
             drop(inner);
-            waiter(Ok(out), key.source);
+            waiter(Ok(out), &key.version);
             return None;
         }
         if let Some(waiters) = inner.pending.get_mut(&key) {
@@ -155,7 +190,20 @@ impl Cache {
         Some(Job {
             cache: self.clone(),
             key,
+            finished: false,
         })
+    }
+
+    /// The conversion for `pending` will not run: its waiters get EIO, nothing is kept.
+    fn abandon(&self, pending: &Key) {
+        let waiters = self.lock().pending.remove(pending).unwrap_or_default();
+        let err = Error::Io {
+            errno: libc::EIO,
+            message: "the conversion was dropped before it finished".into(),
+        };
+        for waiter in waiters {
+            waiter(Err(err.clone()), &pending.version);
+        }
     }
 
     /// Answers the waiters of `pending` and keeps the result under `key`.
@@ -186,7 +234,7 @@ impl Cache {
             waiters
         };
         for waiter in waiters {
-            waiter(result.clone(), key.source);
+            waiter(result.clone(), &key.version);
         }
     }
 
@@ -211,12 +259,12 @@ mod tests {
 
     fn key(n: u64) -> Key {
         Key {
-            source: Identity {
+            version: Version::of(Identity {
                 dev: 1,
                 ino: n,
                 size: 10,
                 mtime_ns: 5,
-            },
+            }),
             spec: "format,png".into(),
         }
     }
@@ -248,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_byte_budget_evicts_least_recently_used() {
-        let cost = 1000 + "format,png".len() as u64 + ENTRY_OVERHEAD;
+        let cost = entry_cost(&key(0), &Entry::Ready(Arc::new(output(1000))));
         let cache = Cache::new(cost * 2, Duration::from_secs(10));
         for n in 0..3 {
             cache
@@ -286,14 +334,36 @@ mod tests {
         cache
             .get_or_start(
                 key(1),
-                Box::new(move |r, from| tx.send((r.is_ok(), from)).unwrap()),
+                Box::new(move |r, from| tx.send((r.is_ok(), from.clone())).unwrap()),
             )
             .unwrap()
-            .finish_from(key(2).source, Ok(output(10)));
-        assert_eq!(rx.recv(), Ok((true, key(2).source)));
+            .finish_from(key(2).version, Ok(output(10)));
+        assert_eq!(rx.recv(), Ok((true, key(2).version)));
         assert!(cache.get(&key(1)).is_none());
         assert!(matches!(cache.get(&key(2)), Some(Ok(_))));
         // Nothing is left pending under the key asked for.
+        assert!(cache.get_or_start(key(1), Box::new(|_, _| {})).is_some());
+    }
+
+    #[test]
+    fn a_job_dropped_unfinished_fails_its_waiters_and_leaves_nothing_pending() {
+        let cache = Cache::new(1 << 20, Duration::from_secs(10));
+        let (tx, rx) = mpsc::channel();
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            let tx = tx.clone();
+            let waiter: Waiter = Box::new(move |r, _| tx.send(r.map(|o| o.len())).unwrap());
+            jobs.extend(cache.get_or_start(key(1), waiter));
+        }
+        assert_eq!(jobs.len(), 1);
+        drop(jobs);
+        let answers: Vec<_> = rx.try_iter().collect();
+        assert_eq!(answers.len(), 3);
+        assert!(answers
+            .iter()
+            .all(|a| a.as_ref().unwrap_err().errno() == libc::EIO));
+        // Nothing cached: the next request converts again.
+        assert!(cache.get(&key(1)).is_none());
         assert!(cache.get_or_start(key(1), Box::new(|_, _| {})).is_some());
     }
 

@@ -266,6 +266,7 @@ mod tests {
             op,
             &OpContext {
                 settings: &settings,
+                marks: &Default::default(),
                 output_alpha,
             },
         )

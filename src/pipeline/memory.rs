@@ -224,17 +224,19 @@ mod tests {
     #[test]
     fn the_output_is_kept_while_the_conversion_still_holds_its_memory() {
         let gate = Arc::new(MemoryGate::new(1 << 30));
-        let settings = crate::pipeline::Settings {
-            memory_gate: Some(gate.clone()),
-            ..Default::default()
-        };
+        let settings = crate::pipeline::Settings::default();
         let mut png = Vec::new();
         image::RgbImage::new(64, 48)
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
-        let held = crate::pipeline::convert_into(&png, &spec("format,bmp"), &settings, |out| {
-            (out.bytes.len(), gate.in_use())
-        })
+        let held = crate::pipeline::convert_into(
+            &png,
+            &Default::default(),
+            &spec("format,bmp"),
+            &settings,
+            Some(&gate),
+            |out| (out.bytes.len(), gate.in_use()),
+        )
         .unwrap();
         assert!(held.0 > 64 * 48 * 3 && held.1 > 0, "{held:?}");
         assert_eq!(gate.in_use(), 0);

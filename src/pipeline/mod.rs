@@ -10,8 +10,7 @@ pub mod memory;
 pub mod resize;
 mod watermark;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView};
@@ -62,12 +61,8 @@ pub struct Settings {
     pub qualities: Qualities,
     /// Drop EXIF from outputs (ICC profiles are always kept: they define the colours).
     pub strip_metadata: bool,
-    /// The source root, against which watermark image paths resolve.
-    pub root: Option<PathBuf>,
     /// x265 preset of HEIC encodes.
     pub heic_preset: String,
-    /// Shared by the conversions of a mount: each waits until its memory estimate fits.
-    pub memory_gate: Option<Arc<MemoryGate>>,
 }
 
 impl Default for Settings {
@@ -76,9 +71,7 @@ impl Default for Settings {
             limits: Limits::default(),
             qualities: Qualities::default(),
             strip_metadata: false,
-            root: None,
             heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
-            memory_gate: None,
         }
     }
 }
@@ -97,36 +90,60 @@ impl Output {
     }
 }
 
+/// The bytes of the watermark images a spec names, by the path the spec gives them. The
+/// pipeline reads no file itself: whoever calls it has found and judged these files.
+#[derive(Debug, Default)]
+pub struct Marks(HashMap<String, Vec<u8>>);
+
+impl Marks {
+    pub fn insert(&mut self, path: String, bytes: Vec<u8>) {
+        self.0.insert(path, bytes);
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Result<&[u8]> {
+        self.0
+            .get(path)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::NotFound(format!("watermark image {path}: not read")))
+    }
+}
+
 /// What an operation needs to know besides the image.
 pub(crate) struct OpContext<'a> {
     pub settings: &'a Settings,
+    pub marks: &'a Marks,
     /// Whether the final format keeps transparency (else corners and canvases are white).
     pub output_alpha: bool,
 }
 
-/// Runs `spec` on the image in `source`.
-pub fn convert(source: &[u8], spec: &Spec, settings: &Settings) -> Result<Output> {
-    convert_into(source, spec, settings, |output| output)
+/// Runs `spec` on the image in `source`, stamping the watermark images in `marks`.
+pub fn convert(source: &[u8], marks: &Marks, spec: &Spec, settings: &Settings) -> Result<Output> {
+    convert_into(source, marks, spec, settings, None, |output| output)
 }
 
-/// Like [`convert`], and hands the output to `keep` while the conversion's memory is still
-/// reserved at the gate: moving the output elsewhere (the cache's memory file) holds it
-/// twice for a moment, which the conversion's estimate covers, since its frames are freed.
+/// Like [`convert`], admitted by `gate` (shared by the conversions of a mount: each waits
+/// until its memory estimate fits), and hands the output to `keep` while the conversion's
+/// memory is still reserved: moving the output elsewhere (the cache's memory file) holds
+/// it twice for a moment, which the conversion's estimate covers, since its frames are freed.
 pub fn convert_into<T>(
     source: &[u8],
+    marks: &Marks,
     spec: &Spec,
     settings: &Settings,
+    gate: Option<&MemoryGate>,
     keep: impl FnOnce(Output) -> T,
 ) -> Result<T> {
-    let (output, _reserved) = convert_reserved(source, spec, settings)?;
+    let (output, _reserved) = convert_reserved(source, marks, spec, settings, gate)?;
     Ok(keep(output))
 }
 
-fn convert_reserved<'s>(
+fn convert_reserved<'g>(
     source: &[u8],
+    marks: &Marks,
     spec: &Spec,
-    settings: &'s Settings,
-) -> Result<(Output, Option<Reservation<'s>>)> {
+    settings: &Settings,
+    gate: Option<&'g MemoryGate>,
+) -> Result<(Output, Option<Reservation<'g>>)> {
     let limits = &settings.limits;
     limits.check_source_bytes(source.len() as u64)?;
     let header = codec::probe(source)?;
@@ -146,9 +163,9 @@ fn convert_reserved<'s>(
         && spec.ops.iter().all(animation::is_framewise);
     if animated {
         let estimate = memory::estimate_animation(source.len(), &header);
-        let reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
+        let reserved = gate.map(|g| g.reserve(estimate));
         return Ok((
-            convert_animation(source, spec, settings, &header, format)?,
+            convert_animation(source, marks, spec, settings, &header, format)?,
             reserved,
         ));
     }
@@ -170,7 +187,7 @@ fn convert_reserved<'s>(
         spec,
         format,
     );
-    let reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
+    let reserved = gate.map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
     let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
     let mut image = decoded.image;
@@ -182,6 +199,7 @@ fn convert_reserved<'s>(
 
     let ctx = OpContext {
         settings,
+        marks,
         output_alpha: format.has_alpha(),
     };
     for op in &spec.ops {
@@ -253,6 +271,7 @@ fn encode_quality(
 /// Every frame through the chain, then an animated GIF or WebP.
 fn convert_animation(
     source: &[u8],
+    marks: &Marks,
     spec: &Spec,
     settings: &Settings,
     header: &Header,
@@ -260,6 +279,7 @@ fn convert_animation(
 ) -> Result<Output> {
     let ctx = OpContext {
         settings,
+        marks,
         output_alpha: true,
     };
     let frames = animation::decode(source, header.format)?;
@@ -354,13 +374,4 @@ fn apply(
         }
         Op::Watermark(mark) => watermark::apply(image, mark, ctx),
     }
-}
-
-/// Reads a file the spec names (a watermark image) from inside the source root only.
-pub(crate) fn read_inside_root(settings: &Settings, relative: &str) -> Result<Vec<u8>> {
-    let root = settings
-        .root
-        .as_deref()
-        .ok_or_else(|| Error::spec("watermark image: no source root to read it from"))?;
-    crate::source::read_inside(root, relative, &settings.limits)
 }

@@ -243,10 +243,10 @@ fn rotate(layer: &Layer, degrees: u32) -> Layer {
 /// The image mark, scaled so its width is `percent` % of the base image's width.
 fn load_image(m: &ImageMark, base_w: u32, ctx: &OpContext<'_>) -> Result<Layer> {
     let limits = &ctx.settings.limits;
-    let bytes = super::read_inside_root(ctx.settings, &m.path)?;
-    let header = super::codec::probe(&bytes)?;
+    let bytes = ctx.marks.get(&m.path)?;
+    let header = super::codec::probe(bytes)?;
     limits.check_source(header.width, header.height, header.frames)?;
-    let mut img = super::codec::decode(&bytes, &header, Default::default())?.image;
+    let mut img = super::codec::decode(bytes, &header, Default::default())?.image;
     if let Some(p) = m.percent {
         let w = (u64::from(base_w) * u64::from(p) / 100).max(1);
         let h = (u64::from(img.height()) * w / u64::from(img.width().max(1))).max(1);
@@ -295,7 +295,7 @@ fn composite(image: &mut DynamicImage, layer: &Layer, left: i64, top: i64, opaci
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Settings;
+    use crate::pipeline::{Marks, Settings};
     use crate::spec::{encode_base64, Op, Spec};
 
     fn parse(spec: &str) -> Watermark {
@@ -319,6 +319,7 @@ mod tests {
         let settings = Settings::default();
         let ctx = OpContext {
             settings: &settings,
+            marks: &Marks::default(),
             output_alpha: false,
         };
         apply(image.clone(), mark, &ctx).unwrap()
@@ -401,21 +402,18 @@ mod tests {
         run(&plain(20, 20, 128), &text("Large", ",size_200"));
     }
 
-    /// Applies an image mark from a temp root holding a 10×10 red `mark.png` (and a
-    /// `x.png` next to the root, outside it).
+    /// Applies an image mark where the marks read are one 10×10 red `mark.png`.
     fn image_mark(path: &str, rest: &str, base: DynamicImage) -> Result<DynamicImage> {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir(&root).unwrap();
         let red = image::RgbaImage::from_pixel(10, 10, image::Rgba([255, 0, 0, 255]));
-        red.save(root.join("mark.png")).unwrap();
-        red.save(dir.path().join("x.png")).unwrap();
-        let settings = Settings {
-            root: Some(root),
-            ..Default::default()
-        };
+        let mut png = Vec::new();
+        red.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut marks = Marks::default();
+        marks.insert("mark.png".into(), png);
+        let settings = Settings::default();
         let ctx = OpContext {
             settings: &settings,
+            marks: &marks,
             output_alpha: false,
         };
         let mark = parse(&format!("watermark,image_{}{rest}", encode_base64(path)));
@@ -454,7 +452,8 @@ mod tests {
     }
 
     #[test]
-    fn image_mark_outside_the_root_is_refused() {
-        assert!(image_mark("../x.png", "", plain(50, 50, 128)).is_err());
+    fn an_image_mark_that_was_not_read_is_not_found() {
+        let err = image_mark("other.png", "", plain(50, 50, 128)).unwrap_err();
+        assert_eq!(err.errno(), libc::ENOENT);
     }
 }

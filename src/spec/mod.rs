@@ -237,6 +237,22 @@ impl Spec {
             || self.quality.is_some()
             || self.interlace
     }
+
+    /// The watermark images the spec stamps, as paths relative to the source root, each
+    /// once, in the order they first appear: the files a conversion reads besides its source.
+    pub fn mark_paths(&self) -> Vec<&str> {
+        let mut paths: Vec<&str> = Vec::new();
+        for op in &self.ops {
+            if let Op::Watermark(w) = op {
+                if let WatermarkContent::Image(m) = &w.content {
+                    if !paths.contains(&m.path.as_str()) {
+                        paths.push(&m.path);
+                    }
+                }
+            }
+        }
+        paths
+    }
 }
 
 #[derive(Default)]

@@ -207,6 +207,14 @@ fn at_most_three_image_watermarks() {
 }
 
 #[test]
+fn mark_paths_are_the_image_watermarks_once_each() {
+    // a.png, b.png, a.png again, and a text mark.
+    let spec = parse("watermark,image_YS5wbmc@watermark,image_Yi5wbmc@watermark,image_YS5wbmc,t_50@watermark,text_SGk");
+    assert_eq!(spec.mark_paths(), ["a.png", "b.png"]);
+    assert!(parse("resize,w_10").mark_paths().is_empty());
+}
+
+#[test]
 fn styles_expand_and_do_not_nest() {
     let mut styles = Styles::default();
     styles.add("thumb", "resize,w_100@format,webp").unwrap();

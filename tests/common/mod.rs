@@ -11,7 +11,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use imgfs::cache::Cache;
-use imgfs::fs::MountOptions;
+use imgfs::options::MountOptions;
 use imgfs::pipeline::memory::MemoryGate;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -74,10 +74,10 @@ impl Mount {
         std::fs::create_dir(&source).unwrap();
         std::fs::create_dir(&mnt).unwrap();
         fill(&source);
-        let mounted = imgfs::fs::mount(&source, &mnt, settings, styles, &options)
+        let mounted = imgfs::fuse::mount(&source, &mnt, settings, styles, &options)
             .expect("mount (tests need root and /dev/fuse)");
-        let cache = mounted.cache.clone();
-        let memory_gate = mounted.memory_gate.clone();
+        let cache = mounted.fs.cache().clone();
+        let memory_gate = mounted.fs.memory_gate().clone();
         let session = mounted.session.spawn().expect("spawn session");
         // The mount is live once the kernel answers for it.
         for _ in 0..100 {

@@ -250,7 +250,9 @@ mod tests {
         let spec =
             crate::spec::Spec::parse("crop,w_10,h_10,g_center@format,gif", &Default::default())
                 .unwrap();
-        let err = crate::pipeline::convert(&input[1..], &spec, &Default::default()).unwrap_err();
+        let err =
+            crate::pipeline::convert(&input[1..], &Default::default(), &spec, &Default::default())
+                .unwrap_err();
         assert!(matches!(err.errno(), libc::EFBIG | libc::EIO), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
 use tracing::info;
 
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Served {
+pub enum Served {
     Originals,
     Variants,
 }
@@ -34,7 +34,7 @@ enum Opens {
 
 /// Whether passthrough is on, per kind of file, and how each inode's open files are read.
 #[derive(Default)]
-pub(super) struct Passthrough {
+pub struct Passthrough {
     originals: AtomicBool,
     variants: AtomicBool,
     /// Every open is counted here until its release, so a backing id (and the file it
@@ -125,7 +125,7 @@ impl Passthrough {
 
 /// Replies to an open: through `backing` if it has one, else through the inode's page
 /// cache, kept across opens.
-pub(super) fn opened(reply: ReplyOpen, fh: u64, backing: Option<&BackingId>) {
+pub fn opened(reply: ReplyOpen, fh: u64, backing: Option<&BackingId>) {
     match backing {
         // No FOPEN_KEEP_CACHE: the kernel refuses it with passthrough (EIO).
         Some(backing) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), backing),

@@ -1,0 +1,182 @@
+//! The converter: from a variant's found inputs to its stored bytes.
+//!
+//! A request is keyed by the version of its inputs (the source and every watermark image,
+//! see [`Version`]) and the canonical spec. The cache answers it, or joins it to the one
+//! conversion in flight for its key (single-flight), or hands back a job that runs here on
+//! a worker thread: the inputs are read through the descriptors they were found by, the
+//! pipeline runs inside the memory gate, the result is kept under the version actually
+//! read, one log line says how it went, and freed memory goes back to the system.
+//! Request threads never wait for any of it: the answer comes through a callback.
+
+mod workers;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::cache::{Cache, Converted, Key, Stored, Version};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::pipeline::memory::MemoryGate;
+use crate::pipeline::{self, Marks, Settings};
+use crate::source::{read_file, Caller, Found, Links, Root};
+use crate::spec::Spec;
+use workers::Workers;
+
+/// Every file a variant is made from, found (and judged readable) for one request.
+#[derive(Debug)]
+pub struct Inputs {
+    pub source: Found,
+    /// The watermark images, by the path the spec gives, in [`Spec::mark_paths`] order.
+    pub marks: Vec<(String, Found)>,
+}
+
+impl Inputs {
+    /// The inputs of `spec` applied to `source`: the watermark images it names, found
+    /// inside `root` as `caller` would reach them, regular files only.
+    pub fn find(root: &Root, source: Found, spec: &Spec, caller: &Caller) -> Result<Inputs> {
+        let marks = spec
+            .mark_paths()
+            .into_iter()
+            .map(|path| {
+                let found = root
+                    .resolve(Path::new(path), Links::All, caller)
+                    .map_err(|e| e.context("watermark image"))?;
+                if !found.meta.is_file() {
+                    return Err(Error::NotFound(format!(
+                        "watermark image {path}: not a regular file"
+                    )));
+                }
+                Ok((path.to_string(), found))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Inputs { source, marks })
+    }
+
+    /// The version these inputs had when found.
+    pub fn version(&self) -> Version {
+        Version {
+            source: self.source.meta.identity(),
+            marks: self.marks.iter().map(|(_, m)| m.meta.identity()).collect(),
+        }
+    }
+
+    /// Reads every input: the source's bytes, the marks', and the version they are.
+    pub fn read(&self, name: &Path, limits: &Limits) -> Result<(Vec<u8>, Marks, Version)> {
+        let (source, identity) = read_file(&self.source.open(name)?, name, limits)?;
+        let mut marks = Marks::default();
+        let mut version = Version::of(identity);
+        for (path, found) in &self.marks {
+            let path_name = Path::new(path);
+            let (bytes, identity) = read_file(&found.open(path_name)?, path_name, limits)?;
+            marks.insert(path.clone(), bytes);
+            version.marks.push(identity);
+        }
+        Ok((source, marks, version))
+    }
+}
+
+/// Runs conversions for a mount: the cache in front, the worker threads behind, the
+/// memory gate around each conversion.
+pub struct Converter {
+    cache: Arc<Cache>,
+    gate: Arc<MemoryGate>,
+    workers: Workers,
+    settings: Arc<Settings>,
+}
+
+impl Converter {
+    pub fn new(
+        settings: Settings,
+        cache: Arc<Cache>,
+        gate: Arc<MemoryGate>,
+        jobs: usize,
+    ) -> std::io::Result<Converter> {
+        Ok(Converter {
+            cache,
+            gate,
+            workers: Workers::new(jobs)?,
+            settings: Arc::new(settings),
+        })
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    pub fn memory_gate(&self) -> &Arc<MemoryGate> {
+        &self.gate
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The variant `name` (for log lines): `spec` applied to `inputs`, from the cache, by
+    /// joining the conversion in flight, or by starting one on a worker. `then` runs once,
+    /// on whichever thread has the answer, with the version the bytes were made from (a
+    /// later one than `inputs.version()` if an input changed before it was read).
+    pub fn convert(
+        &self,
+        name: &Path,
+        spec: &Arc<Spec>,
+        canonical: &str,
+        inputs: Inputs,
+        then: impl FnOnce(Result<Converted>, &Version) + Send + 'static,
+    ) {
+        let key = Key {
+            version: inputs.version(),
+            spec: canonical.to_string(),
+        };
+        let Some(job) = self.cache.get_or_start(key, Box::new(then)) else {
+            return;
+        };
+        let (settings, spec, name) = (self.settings.clone(), spec.clone(), name.to_path_buf());
+        let gate = self.gate.clone();
+        self.workers.spawn(move || {
+            let started = Instant::now();
+            let _span = tracing::debug_span!("convert", name = %name.display()).entered();
+            let mut read = None;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (source, marks, version) = inputs.read(&name, &settings.limits)?;
+                read = Some(version);
+                pipeline::convert_into(&source, &marks, &spec, &settings, Some(&gate), Stored::new)
+            }))
+            .unwrap_or_else(|_| Err(Error::Decode("the conversion panicked".into())));
+            log_outcome(&name, &result, started);
+            // Kept under the version actually read, so a key never maps to another
+            // version's bytes.
+            match read {
+                Some(version) => job.finish_from(version, result),
+                None => job.finish(result),
+            }
+            return_freed_memory();
+        });
+    }
+}
+
+fn log_outcome(name: &Path, result: &Result<Stored>, started: Instant) {
+    match result {
+        Ok(out) => info!(
+            "converted {} in {} ms: {} bytes",
+            name.display(),
+            started.elapsed().as_millis(),
+            out.len()
+        ),
+        Err(err) if err.is_user_error() => info!("{}: {err}", name.display()),
+        Err(err) => warn!("{}: {err}", name.display()),
+    }
+}
+
+/// glibc keeps the small blocks a conversion freed (codec tables, rows, x265 and libwebp
+/// thread state) in per-thread arenas; trimming after each conversion gives them back, so
+/// the mount's RSS falls to the cache and what runs (README, "Memory").
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

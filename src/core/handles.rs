@@ -1,0 +1,96 @@
+//! Open files and directory listings, by handle number.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustix::fs::FileType;
+
+use crate::cache::Converted;
+use crate::source::Meta;
+
+/// What an open file reads.
+#[derive(Clone)]
+pub enum OpenFile {
+    /// A source file served unchanged. With passthrough the kernel reads it itself, and
+    /// imgfs only answers the few reads it still sends (readahead(2)).
+    Source(Arc<File>),
+    /// Pinned bytes: eviction from the cache cannot take them away while open. Large ones
+    /// are a memory file (see [`crate::cache::Stored`]) that passthrough reads likewise.
+    Variant(Converted),
+}
+
+impl OpenFile {
+    /// The file the kernel may read by itself (FUSE passthrough), if there is one.
+    pub fn backing_file(&self) -> Option<&File> {
+        match self {
+            OpenFile::Source(file) => Some(file),
+            OpenFile::Variant(out) => out.memory_file(),
+        }
+    }
+}
+
+/// One entry of a directory listing taken at opendir.
+pub struct DirEntry {
+    pub name: OsString,
+    pub kind: FileType,
+    /// The entry's inode number on its file system (readdir's d_ino).
+    pub source_ino: u64,
+}
+
+/// A directory as listed at opendir, and its descriptor, so readdirplus stats its entries
+/// relative to it (never through a path).
+pub struct Listing {
+    pub dir: OwnedFd,
+    pub meta: Meta,
+    pub entries: Vec<DirEntry>,
+}
+
+#[derive(Default)]
+pub struct Handles {
+    files: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    next: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is one step, so a panic while holding the lock leaves consistent data.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Handles {
+    fn next_number(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn open(&self, file: OpenFile) -> u64 {
+        let fh = self.next_number();
+        lock(&self.files).insert(fh, file);
+        fh
+    }
+
+    pub fn file(&self, fh: u64) -> Option<OpenFile> {
+        lock(&self.files).get(&fh).cloned()
+    }
+
+    pub fn release(&self, fh: u64) -> Option<OpenFile> {
+        lock(&self.files).remove(&fh)
+    }
+
+    pub fn open_dir(&self, listing: Listing) -> u64 {
+        let fh = self.next_number();
+        lock(&self.dirs).insert(fh, Arc::new(listing));
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> Option<Arc<Listing>> {
+        lock(&self.dirs).get(&fh).cloned()
+    }
+
+    pub fn release_dir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+}

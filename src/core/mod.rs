@@ -1,0 +1,393 @@
+//! The filesystem itself, with no FUSE type in it: names, inodes, versions, open files and
+//! listings over the confined source tree, answering lookup, getattr, open, read, readdir
+//! and readlink as plain results or through a callback (a request that needs a conversion
+//! is answered from the converter's thread, so request threads never wait for one).
+//! `crate::fuse` is the one adapter that turns kernel requests into these calls; tests
+//! call them directly, without a mount and without root.
+
+mod attr;
+mod handles;
+mod inodes;
+mod names;
+mod variants;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use tracing::info;
+
+use crate::cache::{Cache, Converted};
+use crate::convert::Converter;
+use crate::error::{Error, Result};
+use crate::options::MountOptions;
+use crate::pipeline::memory::MemoryGate;
+use crate::pipeline::Settings;
+use crate::source::{Caller, Meta, Root};
+use crate::spec::Styles;
+
+pub use attr::Attr;
+pub use handles::{DirEntry, OpenFile};
+use handles::{Handles, Listing};
+pub use inodes::ROOT;
+use inodes::{Kind, Node, Table};
+use names::Resolved;
+
+/// What the core asks of the kernel side; the adapter implements it.
+pub trait Kernel: Send + Sync {
+    /// Drops the kernel's cached entry `name` in directory `parent`, so the next access
+    /// of the name looks it up again. Must not block on the request being answered.
+    fn forget_entry(&self, parent: u64, name: &OsStr);
+}
+
+/// Bytes a read answers with.
+pub enum Data {
+    Owned(Vec<u8>),
+    /// A range of a variant's pinned bytes, not copied.
+    Variant(Converted, std::ops::Range<usize>),
+}
+
+impl Data {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Owned(bytes) => bytes,
+            Data::Variant(out, range) => &out.bytes()[range.clone()],
+        }
+    }
+}
+
+/// One entry of a directory listing as readdir hands it out.
+pub struct Listed<'a> {
+    pub entry: &'a DirEntry,
+    pub ino: u64,
+    /// The offset of the entry after this one.
+    pub next: u64,
+    /// With `plus`: its attributes (the entry is then counted as looked up).
+    pub attr: Option<Attr>,
+}
+
+pub struct ImgFs {
+    root: Root,
+    styles: Styles,
+    converter: Converter,
+    inodes: Mutex<Table>,
+    handles: Handles,
+    kernel: OnceLock<Arc<dyn Kernel>>,
+}
+
+impl ImgFs {
+    pub fn new(
+        source: &Path,
+        settings: Settings,
+        styles: Styles,
+        options: &MountOptions,
+    ) -> std::io::Result<Arc<ImgFs>> {
+        let root = Root::open(source)?;
+        let root_meta = root
+            .entry(Path::new(""))
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .meta;
+        if !root_meta.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "{}: not a directory",
+                source.display()
+            )));
+        }
+        let cache = Cache::new(options.cache_bytes, options.error_ttl);
+        let gate = Arc::new(MemoryGate::new(options.convert_memory()));
+        Ok(Arc::new(ImgFs {
+            root,
+            styles,
+            converter: Converter::new(settings, cache, gate, options.jobs)?,
+            inodes: Mutex::new(Table::new(&root_meta)),
+            handles: Handles::default(),
+            kernel: OnceLock::new(),
+        }))
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    pub fn converter(&self) -> &Converter {
+        &self.converter
+    }
+
+    /// Hands over the kernel side once the session exists.
+    pub fn set_kernel(&self, kernel: Arc<dyn Kernel>) {
+        let _ = self.kernel.set(kernel);
+    }
+
+    fn inodes(&self) -> MutexGuard<'_, Table> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        self.inodes()
+            .get(ino)
+            .ok_or_else(|| Error::NotFound(format!("inode {ino}: forgotten")))
+    }
+
+    /// Nodes held for the kernel (the root included).
+    pub fn inode_count(&self) -> usize {
+        self.inodes().held()
+    }
+
+    /// LOOKUP: the entry `name` in directory `parent`, counted as a reference the kernel
+    /// holds. A variant is converted first (its exact size is part of the answer).
+    pub fn lookup(
+        self: &Arc<Self>,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        reply: impl FnOnce(Result<Attr>) + Send + 'static,
+    ) {
+        let dir = match self.node(parent) {
+            Ok(dir) => dir,
+            Err(err) => return reply(Err(err)),
+        };
+        let path = dir.path.join(name);
+        match names::resolve(&self.root, &dir.path, name, caller) {
+            Ok(Resolved::Source(meta)) => {
+                let ino = self.inodes().look_up_source(&path, &meta);
+                reply(Ok(Attr::source(ino, &meta)))
+            }
+            Ok(Resolved::Variant {
+                source,
+                found,
+                spec,
+            }) => self.lookup_variant(caller, (parent, name, &path), (source, found, spec), reply),
+            Ok(Resolved::Missing) => reply(Err(Error::NotFound(path.display().to_string()))),
+            Err(err) => reply(Err(logged(&path, err))),
+        }
+    }
+
+    /// GETATTR. A variant's size is always this version's, reconverted if evicted.
+    pub fn getattr(
+        self: &Arc<Self>,
+        caller: &Caller,
+        ino: u64,
+        reply: impl FnOnce(Result<Attr>) + Send + 'static,
+    ) {
+        match self.node(ino) {
+            Ok(node) => match &node.kind {
+                Kind::Source { .. } => reply(
+                    self.root
+                        .entry(&node.path)
+                        .map(|found| Attr::source(ino, &found.meta)),
+                ),
+                Kind::Variant(_) => self.getattr_variant(caller, ino, node.clone(), reply),
+            },
+            Err(err) => reply(Err(err)),
+        }
+    }
+
+    /// FORGET: the kernel dropped `count` references to `ino`.
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.inodes().forget(ino, count);
+    }
+
+    /// READLINK of a source symlink.
+    pub fn readlink(&self, ino: u64) -> Result<PathBuf> {
+        let node = self.node(ino)?;
+        self.root.entry(&node.path)?.read_link(&node.path)
+    }
+
+    /// OPEN for reading: a source file as it is, or a variant's bytes, pinned until
+    /// release. Answers the handle number and what it reads.
+    pub fn open(
+        self: &Arc<Self>,
+        caller: &Caller,
+        ino: u64,
+        reply: impl FnOnce(Result<(u64, OpenFile)>) + Send + 'static,
+    ) {
+        let node = match self.node(ino) {
+            Ok(node) => node,
+            Err(err) => return reply(Err(err)),
+        };
+        match &node.kind {
+            Kind::Source { .. } => {
+                let opened = self
+                    .root
+                    .entry(&node.path)
+                    .and_then(|found| found.open(&node.path))
+                    .map(|file| self.opened(OpenFile::Source(Arc::new(file))));
+                reply(opened)
+            }
+            Kind::Variant(_) => self.open_variant(caller, node.clone(), reply),
+        }
+    }
+
+    fn opened(&self, file: OpenFile) -> (u64, OpenFile) {
+        (self.handles.open(file.clone()), file)
+    }
+
+    /// READ of an open file: at most `size` bytes from `offset` (fewer only at the end).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Data> {
+        match self.handles.file(fh) {
+            Some(OpenFile::Variant(out)) => {
+                let len = out.bytes().len();
+                let start = (offset as usize).min(len);
+                let end = start.saturating_add(size as usize).min(len);
+                Ok(Data::Variant(out, start..end))
+            }
+            Some(OpenFile::Source(file)) => read_at(&file, offset, size).map(Data::Owned),
+            None => Err(Error::NotFound(format!("file handle {fh}: not open"))),
+        }
+    }
+
+    /// RELEASE: the handle is closed; what it pinned is let go.
+    pub fn release(&self, fh: u64) -> Option<OpenFile> {
+        self.handles.release(fh)
+    }
+
+    /// OPENDIR: lists a source directory now; readdir hands the listing out.
+    pub fn opendir(&self, ino: u64) -> Result<u64> {
+        let node = self.node(ino)?;
+        if !matches!(node.kind, Kind::Source { .. }) {
+            return Err(Error::NotFound(format!(
+                "{}: not a directory",
+                node.path.display()
+            )));
+        }
+        let dir = self.root.open_dir(&node.path)?;
+        let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
+        let meta = Meta::from_stat(&rustix::fs::fstat(&dir).map_err(io)?);
+        let mut entries = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            entries.push(DirEntry {
+                name: name.to_os_string(),
+                kind: entry.file_type(),
+                source_ino: entry.ino(),
+            });
+        }
+        // `.` and `..` first, the rest in the order the source file system lists them.
+        entries.sort_by_key(|e| !matches!(e.name.as_bytes(), b"." | b".."));
+        Ok(self.handles.open_dir(Listing { dir, meta, entries }))
+    }
+
+    /// READDIR(PLUS) of directory `ino` from `offset`: `add` takes each entry until it
+    /// says the reply is full. With `plus`, each entry but `.` and `..` that `add` took is
+    /// counted as a reference the kernel holds.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        mut add: impl FnMut(Listed<'_>) -> bool,
+    ) -> Result<()> {
+        let listing = self
+            .handles
+            .dir(fh)
+            .ok_or_else(|| Error::NotFound(format!("directory handle {fh}: not open")))?;
+        let node = self.node(ino)?;
+        for (i, entry) in listing.entries.iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            let (number, attr) = match entry.name.as_bytes() {
+                b"." => (ino, Some(Attr::source(ino, &listing.meta))),
+                b".." => (
+                    self.parent_number(&node),
+                    Some(Attr::source(ino, &listing.meta)),
+                ),
+                _ if plus => {
+                    let stat = rustix::fs::statat(
+                        &listing.dir,
+                        entry.name.as_os_str(),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    );
+                    let Ok(stat) = stat else {
+                        continue; // gone since opendir
+                    };
+                    let meta = Meta::from_stat(&stat);
+                    let number = self
+                        .inodes()
+                        .look_up_source(&node.path.join(&entry.name), &meta);
+                    (number, Some(Attr::source(number, &meta)))
+                }
+                _ => {
+                    let number = self
+                        .inodes()
+                        .source_number(listing.meta.dev, entry.source_ino);
+                    (number, None)
+                }
+            };
+            let counted = plus && !matches!(entry.name.as_bytes(), b"." | b"..");
+            let full = add(Listed {
+                entry,
+                ino: number,
+                next,
+                attr: attr.filter(|_| plus),
+            });
+            if full {
+                if counted {
+                    self.forget(number, 1); // not handed over after all
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn parent_number(&self, node: &Node) -> u64 {
+        let parent = node.path.parent().unwrap_or(Path::new(""));
+        if parent.as_os_str().is_empty() {
+            return ROOT;
+        }
+        match self.root.entry(parent) {
+            Ok(found) => self.inodes().source_number(found.meta.dev, found.meta.ino),
+            Err(_) => ROOT,
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.release_dir(fh);
+    }
+
+    /// STATFS: the source file system's.
+    pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
+        self.root
+            .statvfs()
+            .map_err(|e| Error::io(self.root.path().display(), e))
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        self.converter.cache()
+    }
+
+    pub fn memory_gate(&self) -> &Arc<MemoryGate> {
+        self.converter.memory_gate()
+    }
+}
+
+/// Reads up to `size` bytes at `offset`, fewer only at the end of the file.
+fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Error::io("read", err)),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// One log line for an error a request ends with before any conversion (the converter
+/// logs its own): the path and the reason; a request's own errors at a lower level.
+fn logged(path: &Path, err: Error) -> Error {
+    if err.is_user_error() {
+        info!("{}: {err}", path.display());
+    } else {
+        tracing::warn!("{}: {err}", path.display());
+    }
+    err
+}

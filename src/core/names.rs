@@ -1,0 +1,118 @@
+//! Which name is which: a source entry, or `SOURCE@SPEC` where SOURCE is the longest prefix
+//! ending before an `@` that names a regular file (docs/filesystem.md, "Names").
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::source::{Caller, Found, Links, Meta, Root};
+
+/// The longest name a directory entry may have (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+pub enum Resolved {
+    /// An entry of the source tree, with its lstat.
+    Source(Meta),
+    /// `source` (relative to the root) converted by `spec`; `found` is the file read.
+    Variant {
+        source: PathBuf,
+        found: Found,
+        spec: String,
+    },
+    /// Neither: no entry of that name, and no prefix that names a file.
+    Missing,
+}
+
+/// Resolves `name` in the directory `dir` (relative to the root) for `caller`. A variant's
+/// source must be readable by the caller, through every directory on the way to it.
+pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result<Resolved> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX {
+        return Err(Error::NameTooLong(format!(
+            "{}: {} bytes, the limit is {NAME_MAX}",
+            dir.join(name).display(),
+            bytes.len()
+        )));
+    }
+    match root.entry(&dir.join(name)) {
+        Ok(found) => return Ok(Resolved::Source(found.meta)), // real names win
+        Err(Error::NotFound(_)) => {}
+        Err(err) => return Err(err),
+    }
+    // Longest prefix first: `logo@2x.png@format,webp` is `logo@2x.png` converted. Why
+    // the longest prefix that exists could not be the source is the answer if none can.
+    let mut reason = None;
+    for at in (1..bytes.len()).rev().filter(|&i| bytes[i] == b'@') {
+        let source = dir.join(OsStr::from_bytes(&bytes[..at]));
+        match root.resolve(&source, Links::Last, caller) {
+            Ok(found) if found.meta.is_file() => {
+                let spec = OsStr::from_bytes(&bytes[at + 1..]);
+                return Ok(Resolved::Variant {
+                    source,
+                    found,
+                    spec: spec.to_string_lossy().into_owned(),
+                });
+            }
+            Ok(_) => {
+                let why = format!("{}: not a regular file", source.display());
+                reason = reason.or(Some(Error::NotFound(why)));
+            }
+            // The kernel stops at what the caller may not search: so does the search.
+            Err(err @ Error::Denied(_)) => return Err(err),
+            Err(err) if root.entry(&source).is_ok() => reason = reason.or(Some(err)),
+            Err(_) => {}
+        }
+    }
+    reason.map_or(Ok(Resolved::Missing), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(root: &Root, name: &str) -> Result<Resolved> {
+        resolve(root, Path::new(""), OsStr::new(name), &Caller::root())
+    }
+
+    #[test]
+    fn longest_existing_prefix_is_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        std::fs::write(path.join("logo@2x.png"), b"x").unwrap();
+        std::fs::write(path.join("logo"), b"x").unwrap();
+        let root = Root::open(path).unwrap();
+        match resolved(&root, "logo@2x.png@format,webp").unwrap() {
+            Resolved::Variant { source, spec, .. } => {
+                assert_eq!(source, Path::new("logo@2x.png"));
+                assert_eq!(spec, "format,webp");
+            }
+            _ => panic!("not a variant"),
+        }
+        // A real file with the exact name wins.
+        std::fs::write(path.join("logo@2x.png@format,webp"), b"real").unwrap();
+        assert!(matches!(
+            resolved(&root, "logo@2x.png@format,webp"),
+            Ok(Resolved::Source(_))
+        ));
+        for missing in ["nothing@format,png", "@format,png"] {
+            assert!(matches!(resolved(&root, missing), Ok(Resolved::Missing)));
+        }
+        // A prefix that exists but cannot be a source says why.
+        std::os::unix::fs::symlink("/etc/passwd", path.join("out")).unwrap();
+        let err = resolved(&root, "out@format,png").err().unwrap();
+        assert_eq!(err.errno(), libc::ENOENT);
+        assert!(err.to_string().contains("outside the source root"), "{err}");
+    }
+
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let long = format!("a.png@{}", "resize,w_10@".repeat(30));
+        assert!(long.len() > NAME_MAX);
+        let err = resolved(&root, &long).err().unwrap();
+        assert_eq!(err.errno(), libc::ENAMETOOLONG);
+    }
+}

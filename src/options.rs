@@ -1,0 +1,49 @@
+//! How a mount behaves, besides what a conversion needs ([`crate::pipeline::Settings`]):
+//! every default in one place, read by the command line's `--help` as well.
+
+use std::time::Duration;
+
+/// Room per job for a 16 MP frame (48 MiB) converted at 1.5 frames and its source.
+pub const CONVERT_MEMORY_PER_JOB: u64 = 80 << 20;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// The memory cache's budget in bytes, bookkeeping included.
+    pub cache_bytes: u64,
+    /// Conversions at once.
+    pub jobs: usize,
+    /// Budget of the conversions' memory estimates; None = jobs × [`CONVERT_MEMORY_PER_JOB`].
+    pub convert_memory: Option<u64>,
+    /// Threads reading kernel requests.
+    pub fuse_threads: usize,
+    /// How long the kernel may cache names and attributes.
+    pub attr_ttl: Duration,
+    /// How long a failed conversion is remembered.
+    pub error_ttl: Duration,
+    /// `-o` options: allow_other, allow_root, or anything mount.fuse takes.
+    pub options: Vec<String>,
+    /// FUSE passthrough for originals and large variants, where the kernel has it.
+    pub passthrough: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            cache_bytes: 512 << 20,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            convert_memory: None,
+            fuse_threads: 4,
+            attr_ttl: Duration::from_secs(1),
+            error_ttl: Duration::from_secs(10),
+            options: Vec::new(),
+            passthrough: true,
+        }
+    }
+}
+
+impl MountOptions {
+    pub fn convert_memory(&self) -> u64 {
+        self.convert_memory
+            .unwrap_or(self.jobs as u64 * CONVERT_MEMORY_PER_JOB)
+    }
+}
