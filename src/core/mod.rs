@@ -11,6 +11,9 @@ mod inodes;
 mod names;
 mod variants;
 
+#[cfg(test)]
+mod tests;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenFlags, ReplyAttr, ReplyData,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request, Session, SessionACL,
 };
@@ -70,24 +70,29 @@ pub fn mount(
         passthrough: Arc::default(),
     };
     let session = Session::new(adapter, mountpoint, &config)?;
-    fs.set_kernel(Arc::new(Invalidator::start(session.notifier())?));
+    let notifier = session.notifier();
+    let invalidator = Invalidator::start(move |parent, name: &OsStr| {
+        let _ = notifier.inval_entry(INodeNo(parent), name);
+    })?;
+    fs.set_kernel(Arc::new(invalidator));
     Ok(Mount { session, fs })
 }
 
-/// Drops kernel entries on one thread of its own: the kernel may be waiting for the very
-/// request that noticed a change, so a request thread must not send the notice itself.
+/// Drops kernel entries on one thread of its own, in order: the kernel may be waiting for
+/// the very request that noticed a change (a notice can block until it is answered), so a
+/// request thread must not send it, and one thread, not one per notice, bounds the cost.
 struct Invalidator {
     queue: Mutex<Sender<(u64, OsString)>>,
 }
 
 impl Invalidator {
-    fn start(notifier: Notifier) -> io::Result<Invalidator> {
+    fn start(send: impl Fn(u64, &OsStr) + Send + 'static) -> io::Result<Invalidator> {
         let (queue, entries) = channel::<(u64, OsString)>();
         std::thread::Builder::new()
             .name("invalidate".into())
             .spawn(move || {
                 for (parent, name) in entries {
-                    let _ = notifier.inval_entry(INodeNo(parent), &name);
+                    send(parent, &name);
                 }
             })?;
         Ok(Invalidator {
@@ -382,5 +387,36 @@ impl Filesystem for Fuse {
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
         reply.error(Errno::ENOSYS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn notices_go_out_one_at_a_time_from_one_thread() {
+        // Issue 11, defect 4: a thread per outdated inode grew without bound while the
+        // kernel held the notices back.
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (done, delivered) = channel();
+        let (r, m) = (running.clone(), most.clone());
+        let invalidator = Invalidator::start(move |parent, _name: &OsStr| {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(2)); // the kernel taking its time
+            r.fetch_sub(1, Ordering::SeqCst);
+            done.send(parent).unwrap();
+        })
+        .unwrap();
+        for parent in 0..50 {
+            invalidator.forget_entry(parent, OsStr::new("a.jpg@format,png"));
+        }
+        let order: Vec<u64> = (0..50)
+            .map(|_| delivered.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert_eq!(order, (0..50).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), 1);
     }
 }

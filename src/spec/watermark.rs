@@ -89,6 +89,12 @@ fn parse_image(value: &str) -> Result<ImageMark> {
     if path.is_empty() || path.contains('\0') {
         return Err(Error::spec("watermark image: empty path"));
     }
+    // Named relative to the source root: a `..` could only climb out of it.
+    if path.split('/').any(|part| part == "..") {
+        return Err(Error::spec(format!(
+            "watermark image '{path}': '..' may not climb out of the source root"
+        )));
+    }
     let percent = match process {
         None => None,
         Some(query) => {
