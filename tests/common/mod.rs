@@ -36,6 +36,8 @@ pub struct Mount {
     pub mnt: PathBuf,
     pub cache: Arc<Cache>,
     pub memory_gate: Arc<MemoryGate>,
+    /// The filesystem core behind the mount (inodes held, cache).
+    pub fs: Arc<imgfs::core::ImgFs>,
     session: Option<fuser::BackgroundSession>,
     _dir: tempfile::TempDir,
 }
@@ -78,6 +80,7 @@ impl Mount {
             .expect("mount (tests need root and /dev/fuse)");
         let cache = mounted.fs.cache().clone();
         let memory_gate = mounted.fs.memory_gate().clone();
+        let fs = mounted.fs.clone();
         let session = mounted.session.spawn().expect("spawn session");
         // The mount is live once the kernel answers for it.
         for _ in 0..100 {
@@ -92,6 +95,7 @@ impl Mount {
             mnt,
             cache,
             memory_gate,
+            fs,
             session: Some(session),
             _dir: dir,
         }

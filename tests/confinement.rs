@@ -1,0 +1,208 @@
+//! The root and the caller's permissions through the kernel, as a hostile user tries them:
+//! a root mount with `-o allow_other`, requests from an unprivileged uid (`setpriv`), files
+//! written into the source tree while mounted. Needs root and /dev/fuse.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::{errno_of, Mount};
+use imgfs::options::MountOptions;
+use imgfs::pipeline::Settings;
+use imgfs::spec::Styles;
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+fn png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
+    image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+        .save(path)
+        .unwrap();
+}
+
+fn mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn allow_other(attr_ttl: Duration, fill: impl FnOnce(&Path)) -> Mount {
+    Mount::with(
+        MountOptions {
+            options: vec!["allow_other".into()],
+            attr_ttl,
+            jobs: 2,
+            ..MountOptions::default()
+        },
+        Settings::default(),
+        Styles::default(),
+        |src| {
+            // The temporary directory above the source must be traversable by nobody.
+            mode(src.parent().unwrap(), 0o755);
+            fill(src)
+        },
+    )
+}
+
+/// `cat PATH` as uid/gid 65534 with no supplementary groups.
+fn cat_as_nobody(path: &Path) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+fn stamped(path: &str) -> String {
+    format!(
+        "base.png@watermark,image_{},g_nw,x_0,y_0@format,png",
+        b64(path)
+    )
+}
+
+#[test]
+fn nobody_cannot_read_a_secret_through_a_watermark_or_a_link() {
+    let m = allow_other(Duration::from_secs(1), |src| {
+        png(&src.join("base.png"), 16, 16, [255, 255, 255]);
+        fs::create_dir(src.join("open")).unwrap();
+        fs::create_dir(src.join("closed")).unwrap();
+        fs::create_dir(src.join("private")).unwrap();
+        png(&src.join("open/secret.png"), 8, 8, [10, 20, 30]);
+        png(&src.join("open/public.png"), 8, 8, [0, 0, 0]);
+        png(&src.join("closed/secret.png"), 8, 8, [10, 20, 30]);
+        fs::write(src.join("closed/notes.png"), b"not an image").unwrap();
+        png(&src.join("private/secret.png"), 8, 8, [10, 20, 30]);
+        symlink("private/secret.png", src.join("link.png")).unwrap();
+        mode(&src.join("open/secret.png"), 0o600);
+        mode(&src.join("closed"), 0o700);
+        mode(&src.join("private"), 0o700);
+    });
+    // The kernel refuses nobody the originals; the variants must follow.
+    for original in ["open/secret.png", "link.png", "private/secret.png"] {
+        assert!(
+            !cat_as_nobody(&m.path(original)).status.success(),
+            "{original}"
+        );
+    }
+    for (name, exists) in [
+        (stamped("open/secret.png"), true),
+        (stamped("closed/secret.png"), true),
+        // In a directory nobody may not search, what exists must not show.
+        (stamped("closed/notes.png"), false),
+        (stamped("closed/nothing.png"), false),
+        ("link.png@format,png".into(), true),
+        ("link.png@resize,w_4".into(), true),
+    ] {
+        // Root reads it first: a cached result must not be handed to nobody.
+        assert_eq!(fs::read(m.path(&name)).is_ok(), exists, "{name} as root");
+        let out = cat_as_nobody(&m.path(&name));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{name}: nobody read {} bytes",
+            out.stdout.len()
+        );
+        assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
+    }
+    // What nobody may read, nobody gets, with the same bytes as root.
+    for name in [stamped("open/public.png"), "base.png@format,webp".into()] {
+        let out = cat_as_nobody(&m.path(&name));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, fs::read(m.path(&name)).unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_link_out_of_the_root_is_not_followed() {
+    // Within the attribute timeout the kernel keeps `d` and asks imgfs for `d/NAME` by
+    // the inode it holds.
+    let m = allow_other(Duration::from_secs(60), |src| {
+        fs::create_dir(src.join("d")).unwrap();
+        png(&src.join("d/a.png"), 8, 8, [0, 0, 255]);
+        let outside = src.parent().unwrap().join("outside");
+        fs::create_dir(&outside).unwrap();
+        png(&outside.join("secret.png"), 8, 8, [255, 0, 0]);
+    });
+    assert_eq!(fs::read_dir(m.path("d")).unwrap().count(), 1);
+    assert!(fs::read(m.path("d/a.png@format,png")).is_ok());
+    let outside = m.source.parent().unwrap().join("outside");
+    fs::rename(
+        m.source.join("d"),
+        m.source.parent().unwrap().join("d-moved"),
+    )
+    .unwrap();
+    symlink(&outside, m.source.join("d")).unwrap();
+    for name in [
+        "d/secret.png",
+        "d/secret.png@format,png",
+        "d/secret.png@resize,w_4",
+    ] {
+        let got = errno_of(fs::read(m.path(name)));
+        assert_eq!(got, libc::ENOENT, "{name}");
+    }
+}
+
+#[test]
+fn fifos_as_sources_or_watermarks_answer_at_once_and_free_every_worker() {
+    let m = allow_other(Duration::from_secs(1), |src| {
+        png(&src.join("base.png"), 16, 16, [255, 255, 255]);
+        let fifo = src.join("pipe");
+        let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        symlink("pipe", src.join("to-pipe")).unwrap();
+    });
+    // More requests than workers (2): had any wedged, the last would wait forever.
+    let started = Instant::now();
+    for name in [
+        stamped("pipe"),
+        stamped("to-pipe"),
+        "pipe@format,png".to_string(),
+        "to-pipe@format,png".to_string(),
+        stamped("pipe").replace("format,png", "format,jpg"),
+    ] {
+        let out = Command::new("timeout")
+            .args(["20", "stat"])
+            .arg(m.path(&name))
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(124), "{name}: stat hung");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("No such file"), "{name}: {stderr}");
+    }
+    assert!(fs::read(m.path("base.png@format,webp")).is_ok());
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn names_the_kernel_forgets_leave_no_memory_behind() {
+    let m = allow_other(Duration::from_secs(1), |src| {
+        png(&src.join("a.png"), 4, 4, [7, 7, 7]);
+    });
+    let names = 3000;
+    for i in 0..names {
+        let name = format!("a.png@resize,w_{},h_{}", 1 + i % 100, 1 + i / 100);
+        assert!(fs::metadata(m.path(&name)).is_ok(), "{name}");
+    }
+    assert!(m.fs.inode_count() > names / 2, "{}", m.fs.inode_count());
+    // The kernel drops its dentries and inodes, and tells imgfs (FORGET).
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.fs.inode_count() > 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        m.fs.inode_count() <= 10,
+        "{} inodes held",
+        m.fs.inode_count()
+    );
+    // A name asked again is served again.
+    assert!(fs::metadata(m.path("a.png@resize,w_5,h_5")).is_ok());
+}
