@@ -173,7 +173,7 @@ fn log_outcome(name: &Path, result: &Result<Stored>, started: Instant) {
 /// glibc keeps the small blocks a conversion freed (codec tables, rows, x265 and libwebp
 /// thread state) in per-thread arenas; trimming after each conversion gives them back, so
 /// the mount's RSS falls to the cache and what runs (README, "Memory").
-fn return_freed_memory() {
+pub(crate) fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.
     unsafe {

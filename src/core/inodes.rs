@@ -11,7 +11,6 @@
 //! makes its variants new files, as an atomic replace does on disk.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -20,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use super::attr::Attr;
 use crate::cache::Version;
 use crate::source::Meta;
-use crate::spec::Spec;
 
 pub const ROOT: u64 = 1;
 /// Variants' numbers have the top bit set.
@@ -36,23 +34,15 @@ pub enum Kind {
     Variant(Box<VariantNode>),
 }
 
-/// How a variant name is made: the same for every version of its inputs.
-#[derive(Debug)]
-pub struct Recipe {
-    /// The source file, relative to the root (it may be a symlink that stays inside).
-    pub source: PathBuf,
-    pub spec: Arc<Spec>,
-    pub canonical: String,
-}
-
-/// A variant name as made from one version of its inputs.
+/// A variant name as made from one version of its inputs. Kept small (the kernel may hold
+/// many): the source and the spec are read again from the node's path when needed.
 #[derive(Debug)]
 pub struct VariantNode {
-    pub recipe: Arc<Recipe>,
+    /// How many bytes of the name are the source's (before the `@` that starts the spec).
+    pub source_len: usize,
     pub version: Version,
     /// Where the name lives, to drop the kernel's entry once this version is outdated.
     pub parent: u64,
-    pub name: OsString,
     /// What this inode last reported: its size never changes, and it is what is left to
     /// report once the source has moved on and the bytes were evicted.
     pub attr: Mutex<Attr>,
@@ -219,18 +209,16 @@ impl Table {
         }
     }
 
-    /// The kernel dropped `count` references to `ino`: the node goes at zero.
-    pub fn forget(&mut self, ino: u64, count: u64) {
+    /// The kernel dropped `count` references to `ino`: the node goes at zero (true).
+    pub fn forget(&mut self, ino: u64, count: u64) -> bool {
         if ino == ROOT {
-            return;
+            return false;
         }
         let Some(held) = self.nodes.get_mut(&ino) else {
-            return;
+            return false;
         };
         held.lookups = held.lookups.saturating_sub(count);
-        if held.lookups == 0 {
-            self.nodes.remove(&ino);
-        }
+        held.lookups == 0 && self.nodes.remove(&ino).is_some()
     }
 }
 
@@ -238,7 +226,6 @@ impl Table {
 mod tests {
     use super::*;
     use crate::source::Identity;
-    use crate::spec::Styles;
 
     fn meta(dev: u64, ino: u64) -> Meta {
         Meta {
@@ -268,16 +255,10 @@ mod tests {
     }
 
     fn node(version: Version) -> VariantNode {
-        let spec = Spec::parse("resize,w_10", &Styles::default()).unwrap();
         VariantNode {
-            recipe: Arc::new(Recipe {
-                source: "p.jpg".into(),
-                canonical: spec.canonical(),
-                spec: Arc::new(spec),
-            }),
+            source_len: "p.jpg".len(),
             version,
             parent: ROOT,
-            name: "p.jpg@resize,w_10".into(),
             attr: Mutex::new(Attr::variant(0, &meta(1, 5), 0)),
             outdated: AtomicBool::new(false),
         }

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tracing::info;
@@ -79,7 +80,12 @@ pub struct ImgFs {
     inodes: Mutex<Table>,
     handles: Handles,
     kernel: OnceLock<Arc<dyn Kernel>>,
+    /// Nodes dropped on FORGET so far.
+    forgotten: AtomicUsize,
 }
+
+/// Nodes dropped between two returns of freed memory to the system.
+const FORGOTTEN_PER_TRIM: usize = 4096;
 
 impl ImgFs {
     pub fn new(
@@ -108,6 +114,7 @@ impl ImgFs {
             inodes: Mutex::new(Table::new(&root_meta)),
             handles: Handles::default(),
             kernel: OnceLock::new(),
+            forgotten: AtomicUsize::new(1),
         }))
     }
 
@@ -190,7 +197,12 @@ impl ImgFs {
 
     /// FORGET: the kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: u64, count: u64) {
-        self.inodes().forget(ino, count);
+        let dropped = self.inodes().forget(ino, count);
+        // The kernel forgets in bulk (memory pressure, drop_caches): give the freed nodes'
+        // memory back now and then, not only after the next conversion.
+        if dropped && self.forgotten.fetch_add(1, Ordering::Relaxed) % FORGOTTEN_PER_TRIM == 0 {
+            crate::convert::return_freed_memory();
+        }
     }
 
     /// READLINK of a source symlink.

@@ -3,13 +3,14 @@
 //! size. A changed input gets a new inode at the next lookup; the old one keeps its version.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::{debug, info};
 
-use super::inodes::{Kind, Node, Recipe, VariantNode};
+use super::inodes::{Kind, Node, VariantNode};
 use super::{logged, Attr, ImgFs, OpenFile};
 use crate::cache::{Converted, Key};
 use crate::convert::Inputs;
@@ -24,14 +25,25 @@ fn variant_of(node: &Node) -> &VariantNode {
     }
 }
 
-impl VariantNode {
-    fn key(&self) -> Key {
-        Key {
-            version: self.version.clone(),
-            spec: self.recipe.canonical.clone(),
+/// How a variant name is made: the same for every version of its inputs.
+struct Recipe {
+    /// The source file, relative to the root (it may be a symlink that stays inside).
+    source: PathBuf,
+    spec: Arc<Spec>,
+    canonical: String,
+}
+
+impl Recipe {
+    fn new(source: PathBuf, spec: Spec) -> Recipe {
+        Recipe {
+            source,
+            canonical: spec.canonical(),
+            spec: Arc::new(spec),
         }
     }
+}
 
+impl VariantNode {
     fn last_attr(&self) -> Attr {
         *self.attr.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -70,18 +82,15 @@ impl ImgFs {
             Ok(spec) => spec,
             Err(err) => return reply(Err(logged(path, err))),
         };
-        let recipe = Arc::new(Recipe {
-            source,
-            canonical: spec.canonical(),
-            spec: Arc::new(spec),
-        });
+        let source_len = source.file_name().map_or(0, |n| n.len());
+        let recipe = Recipe::new(source, spec);
         let inputs = match Inputs::find(&self.root, found, &recipe.spec, caller) {
             Ok(inputs) => inputs,
             Err(err) => return reply(Err(logged(path, err))),
         };
         let meta = inputs.source.meta;
-        let (fs, path, name) = (self.clone(), path.to_path_buf(), name.to_os_string());
-        let held = recipe.clone();
+        let (fs, path) = (self.clone(), path.to_path_buf());
+        debug_assert_eq!(path.file_name(), Some(name));
         self.converter.convert(
             &path.clone(),
             &recipe.spec,
@@ -97,10 +106,9 @@ impl ImgFs {
                 let (ino, node) = fs
                     .inodes()
                     .look_up_variant(&path, version, |ino| VariantNode {
-                        recipe: held,
+                        source_len,
                         version: version.clone(),
                         parent,
-                        name,
                         attr: Mutex::new(attr_of(ino)),
                         outdated: AtomicBool::new(false),
                     });
@@ -111,18 +119,33 @@ impl ImgFs {
         );
     }
 
+    /// How `node`'s name is made, read again from the name (as its lookup read it).
+    fn recipe(&self, node: &Node, v: &VariantNode) -> Result<Recipe> {
+        let name = node.path.file_name().unwrap_or_default().as_bytes();
+        let source = OsStr::from_bytes(&name[..v.source_len.min(name.len())]);
+        let spec_text = String::from_utf8_lossy(name.get(v.source_len + 1..).unwrap_or_default());
+        let spec = Spec::parse(&spec_text, &self.styles)?;
+        Ok(Recipe::new(node.path.with_file_name(source), spec))
+    }
+
     /// The inputs of `v` as they are now, found for `caller`, if they still are `v`'s
     /// version; None once any moved on (and the kernel's entry for the name is dropped).
-    fn current_inputs(&self, caller: &Caller, v: &VariantNode) -> Result<Option<Inputs>> {
+    fn current_inputs(
+        &self,
+        caller: &Caller,
+        node: &Node,
+        v: &VariantNode,
+        recipe: &Recipe,
+    ) -> Result<Option<Inputs>> {
         let found = self
             .root
-            .resolve(&v.recipe.source, Links::Last, caller)
-            .and_then(|found| Inputs::find(&self.root, found, &v.recipe.spec, caller));
+            .resolve(&recipe.source, Links::Last, caller)
+            .and_then(|found| Inputs::find(&self.root, found, &recipe.spec, caller));
         match found {
             Ok(inputs) if inputs.version() == v.version => Ok(Some(inputs)),
             Err(err @ Error::Denied(_)) => Err(err),
             _ => {
-                self.outdate(v);
+                self.outdate(node, v);
                 Ok(None)
             }
         }
@@ -137,14 +160,16 @@ impl ImgFs {
         then: impl FnOnce(Result<Option<(Converted, Meta)>>) + Send + 'static,
     ) {
         let v = variant_of(&node);
-        let inputs = match self.current_inputs(caller, v) {
-            Ok(Some(inputs)) => inputs,
-            Ok(None) => return then(Ok(None)),
+        let found = self
+            .recipe(&node, v)
+            .and_then(|recipe| Ok((self.current_inputs(caller, &node, v, &recipe)?, recipe)));
+        let (inputs, recipe) = match found {
+            Ok((Some(inputs), recipe)) => (inputs, recipe),
+            Ok((None, _)) => return then(Ok(None)),
             Err(err) => return then(Err(logged(&node.path, err))),
         };
         let meta = inputs.source.meta;
         let (fs, held) = (self.clone(), node.clone());
-        let recipe = v.recipe.clone();
         self.converter.convert(
             &node.path,
             &recipe.spec,
@@ -156,7 +181,7 @@ impl ImgFs {
                     if *version == v.version {
                         return Some((out, meta));
                     }
-                    fs.outdate(v);
+                    fs.outdate(&held, v);
                     None
                 }))
             },
@@ -165,16 +190,16 @@ impl ImgFs {
 
     /// The inputs of `v` have a newer version: the kernel's entry for the name is dropped,
     /// so the next lookup gets the new inode (once per inode).
-    fn outdate(&self, v: &VariantNode) {
+    fn outdate(&self, node: &Node, v: &VariantNode) {
         if v.outdated.swap(true, Ordering::Relaxed) {
             return;
         }
         debug!(
             "{}: an input changed, dropping the entry",
-            v.name.to_string_lossy()
+            node.path.display()
         );
-        if let Some(kernel) = self.kernel.get() {
-            kernel.forget_entry(v.parent, &v.name);
+        if let (Some(kernel), Some(name)) = (self.kernel.get(), node.path.file_name()) {
+            kernel.forget_entry(v.parent, name);
         }
     }
 
@@ -212,13 +237,15 @@ impl ImgFs {
         node: Arc<Node>,
         reply: impl FnOnce(Result<(u64, OpenFile)>) + Send + 'static,
     ) {
-        let key = variant_of(&node).key();
+        let v = variant_of(&node);
+        let key = self.recipe(&node, v).map(|recipe| Key {
+            version: v.version.clone(),
+            spec: recipe.canonical,
+        });
         let (fs, name) = (self.clone(), node.path.clone());
         self.this_version(caller, node, move |result| {
-            let found = result.map(|made| {
-                made.map(|(out, _)| Ok(out))
-                    .or_else(|| fs.cache().get(&key))
-            });
+            let cached = || key.ok().and_then(|key| fs.cache().get(&key));
+            let found = result.map(|made| made.map(|(out, _)| Ok(out)).or_else(cached));
             let out = match found {
                 Ok(Some(Ok(out))) => out,
                 Ok(Some(Err(err))) | Err(err) => return reply(Err(err)),
