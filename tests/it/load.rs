@@ -2,14 +2,12 @@
 //! connections): no errors, every body equal to a direct read, one conversion per distinct
 //! variant (single-flight + cache), and the process's peak RSS within its budget.
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use common::nginx::Nginx;
-use common::{make_jpeg, run, Mount, MAGICK};
+use crate::common::nginx::Nginx;
+use crate::common::{make_jpeg, run, Mount, MAGICK};
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;

@@ -2,12 +2,10 @@
 //! (variant, expected output or errno), pixel checks decoded by ImageMagick, and animated
 //! GIF/WebP round trips counted in frames by identify and webpmux.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{errno_of, inspect, make_jpeg, run, Mount, IDENTIFY, MAGICK};
+use crate::common::{errno_of, inspect, make_jpeg, run, Mount, IDENTIFY, MAGICK};
 use image::RgbaImage;
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;

@@ -3,8 +3,6 @@
 //! source tree is byte-for-byte the same afterwards. Also the security rules of "Names":
 //! symlinks out of the root, permissions with allow_other, watermark paths.
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -12,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
 use base64::Engine;
-use common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -637,7 +635,7 @@ fn cmyk_16_bit_grey_alpha_and_icc_sources_convert() {
     // Sanity of the fixtures, by independent tools.
     let ident = |n: &str, f: &str| {
         String::from_utf8(run(
-            common::IDENTIFY,
+            crate::common::IDENTIFY,
             &["-format", f, m.source.join(n).to_str().unwrap()],
         ))
         .unwrap()
