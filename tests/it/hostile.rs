@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
+use crate::common::{
+    errno_of, in_own_process, inspect, make_every_format, make_jpeg, run, Mount, MAGICK,
+};
 use base64::Engine;
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;
@@ -358,6 +360,9 @@ fn hostile_files_and_specs_get_their_errno_and_the_mount_survives() {
 
 #[test]
 fn huge_headers_are_refused_fast_without_allocating() {
+    if !in_own_process("hostile::huge_headers_are_refused_fast_without_allocating") {
+        return;
+    }
     let m = Mount::new_with_files(|src| {
         let small = src.join("small.jpg");
         make_jpeg(&small, 64, 48);
@@ -414,7 +419,7 @@ fn huge_headers_are_refused_fast_without_allocating() {
     let hwm_after = vm_hwm_kb();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Each refused source would need ≥ 1.2 GB decoded; the whole run may grow the process
-    // by a few MB of bookkeeping (and whatever parallel tests in this binary use).
+    // by a few MB of bookkeeping.
     assert!(
         hwm_after - hwm_before < 100 * 1024,
         "peak RSS grew from {hwm_before} kB to {hwm_after} kB"

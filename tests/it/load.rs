@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::common::nginx::Nginx;
-use crate::common::{make_jpeg, run, Mount, MAGICK};
+use crate::common::{in_own_process, make_jpeg, run, Mount, MAGICK};
 use imgfs::fs::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -58,6 +58,10 @@ fn parse_wrk(text: &str) -> WrkReport {
 
 #[test]
 fn nginx_under_load_serves_exact_bytes_with_one_conversion_per_variant() {
+    if !in_own_process("load::nginx_under_load_serves_exact_bytes_with_one_conversion_per_variant")
+    {
+        return;
+    }
     const SIDE: (u32, u32) = (1600, 1067);
     const CACHE_BYTES: u64 = 32 << 20;
     const JOBS: usize = 2;

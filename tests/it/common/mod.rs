@@ -268,6 +268,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether to run the calling test's body here: false in the test binary, after running
+/// `test` (its path, e.g. `load::name`) again alone in a child process; true in that child.
+/// For tests that measure the process's peak memory, which every test running beside them
+/// in this one binary would add to.
+pub fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "IMGFS_TEST_IN_OWN_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} in its own process: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imgfs"))
 }
