@@ -1,8 +1,12 @@
-//! Shared test fixtures: a real mount through /dev/fuse that unmounts on drop, sample images
-//! made by independent tools, and independent decoders to check outputs.
+//! Shared test fixtures: a real mount through /dev/fuse that unmounts on drop, the same
+//! conversions by the library without a mount, sample images made by independent tools, and
+//! independent decoders to check outputs.
 #![allow(dead_code)]
 
+mod library;
 pub mod nginx;
+
+pub use library::{convert_name, Library};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
