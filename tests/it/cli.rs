@@ -1,4 +1,6 @@
 //! The binary: `convert`, `--help`, the man page, and the mount's life cycle under signals.
+//! The life-cycle tests start `imgfs mount`, so they need root and `/dev/fuse`; the others
+//! need neither.
 
 use std::fs;
 use std::path::Path;

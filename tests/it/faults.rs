@@ -1,5 +1,6 @@
 //! Sources that change under a reader, vanish while open, and a mount process that is told
 //! to stop while it is busy. (After SIGKILL, `fusermount3 -u` and a new mount: cli.rs.)
+//! Every test mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::io::Read;

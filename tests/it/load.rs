@@ -1,6 +1,7 @@
 //! nginx serving a mount under a bounded load (wrk on 127.0.0.1, 2 threads, 32
 //! connections): no errors, every body equal to a direct read, one conversion per distinct
 //! variant (single-flight + cache), and the process's peak RSS within its budget.
+//! Mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::process::Command;

@@ -1,4 +1,5 @@
 //! The filesystem contract (../shared/filesystem.md), through a real mount and the kernel.
+//! Every test mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::io::Read;

@@ -1,4 +1,5 @@
 //! Debian's nginx, with the shipped config, serving a mount: exact bytes, lengths and types.
+//! Mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 
