@@ -2,16 +2,14 @@
 //! a root mount with `-o allow_other`, requests from an unprivileged uid (`setpriv`), files
 //! written into the source tree while mounted. Needs root and /dev/fuse.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::common::{errno_of, Mount};
 use base64::Engine;
-use common::{errno_of, Mount};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;

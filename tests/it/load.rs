@@ -1,15 +1,14 @@
 //! nginx serving a mount under a bounded load (wrk on 127.0.0.1, 2 threads, 32
 //! connections): no errors, every body equal to a direct read, one conversion per distinct
 //! variant (single-flight + cache), and the process's peak RSS within its budget.
-
-mod common;
+//! Mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::process::Command;
 use std::time::Instant;
 
-use common::nginx::Nginx;
-use common::{make_jpeg, run, Mount, MAGICK};
+use crate::common::nginx::Nginx;
+use crate::common::{in_own_process, make_jpeg, run, Mount, MAGICK};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -60,6 +59,10 @@ fn parse_wrk(text: &str) -> WrkReport {
 
 #[test]
 fn nginx_under_load_serves_exact_bytes_with_one_conversion_per_variant() {
+    if !in_own_process("load::nginx_under_load_serves_exact_bytes_with_one_conversion_per_variant")
+    {
+        return;
+    }
     const SIDE: (u32, u32) = (1600, 1067);
     const CACHE_BYTES: u64 = 32 << 20;
     const JOBS: usize = 2;

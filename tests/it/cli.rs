@@ -1,13 +1,13 @@
 //! The binary: `convert`, `--help`, the man page, and the mount's life cycle under signals.
-
-mod common;
+//! The life-cycle tests start `imgfs mount`, so they need root and `/dev/fuse`; the others
+//! need neither.
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, inspect, is_mounted, make_jpeg};
+use crate::common::{bin, inspect, is_mounted, make_jpeg};
 
 #[test]
 fn convert_accepts_both_spellings() {
@@ -82,7 +82,7 @@ fn convert_errors_exit_non_zero_with_a_message() {
     assert!(!dir.path().join("o").exists());
 }
 
-/// Regenerate with `IMGFS_UPDATE_MAN=1 cargo test --test cli man_page`.
+/// Regenerate with `IMGFS_UPDATE_MAN=1 cargo test --test it man_page`.
 #[test]
 fn man_page_is_generated_from_the_cli() {
     let man_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
@@ -104,7 +104,7 @@ fn man_page_is_generated_from_the_cli() {
         let checked_in = fs::read(&path).unwrap_or_default();
         assert!(
             checked_in == rendered,
-            "man/{file} is stale: run IMGFS_UPDATE_MAN=1 cargo test --test cli man_page"
+            "man/{file} is stale: run IMGFS_UPDATE_MAN=1 cargo test --test it man_page"
         );
     }
 }
@@ -191,7 +191,7 @@ fn after_sigkill_fusermount_and_a_new_mount_work() {
     signal(&child, libc::SIGKILL);
     child.wait().unwrap();
     assert!(fs::read_dir(&mnt).is_err(), "a dead mount answers ENOTCONN");
-    common::run("fusermount3", &["-u", mnt.to_str().unwrap()]);
+    crate::common::run("fusermount3", &["-u", mnt.to_str().unwrap()]);
     let mut child = mount_binary(&source, &mnt);
     assert!(!fs::read(mnt.join("p.jpg@format,png")).unwrap().is_empty());
     signal(&child, libc::SIGTERM);

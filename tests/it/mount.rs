@@ -1,6 +1,5 @@
 //! The filesystem contract (../shared/filesystem.md), through a real mount and the kernel.
-
-mod common;
+//! Every test mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::io::Read;
@@ -10,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
+use crate::common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
 use imgfs::limits::Limits;
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
@@ -520,7 +519,7 @@ fn info_average_hue_quality_and_interlace() {
     assert!(q30.len() < q95.len());
     let quality_of = |name: &str| -> String {
         String::from_utf8(run(
-            common::IDENTIFY,
+            crate::common::IDENTIFY,
             &["-format", "%Q", m.path(name).to_str().unwrap()],
         ))
         .unwrap()
@@ -529,7 +528,7 @@ fn info_average_hue_quality_and_interlace() {
     // q_50 of a quality-90 source is quality 45.
     assert_eq!(quality_of("p.jpg@quality,q_50"), "45");
     let interlace = String::from_utf8(run(
-        common::IDENTIFY,
+        crate::common::IDENTIFY,
         &[
             "-format",
             "%[interlace]",
@@ -539,7 +538,7 @@ fn info_average_hue_quality_and_interlace() {
     .unwrap();
     assert_eq!(interlace, "JPEG");
     let baseline = String::from_utf8(run(
-        common::IDENTIFY,
+        crate::common::IDENTIFY,
         &[
             "-format",
             "%[interlace]",

@@ -1,7 +1,6 @@
 //! Sources that change under a reader, vanish while open, and a mount process that is told
-//! to stop while it is busy. (After SIGKILL, `fusermount3 -u` and a new mount: tests/cli.rs.)
-
-mod common;
+//! to stop while it is busy. (After SIGKILL, `fusermount3 -u` and a new mount: cli.rs.)
+//! Every test mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 use std::io::Read;
@@ -12,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{bin, is_mounted, make_jpeg, Mount};
+use crate::common::{bin, is_mounted, make_jpeg, Mount};
 use imgfs::pipeline::{self, Settings};
 use imgfs::spec::{Spec, Styles};
 
@@ -263,9 +262,12 @@ fn a_source_deleted_while_its_variant_is_open_still_reads_completely() {
     assert!(bytes.len() > 100 && bytes.starts_with(&[0xFF, 0xD8]));
     // Once the kernel's entries expire, the name is gone.
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(common::errno_of(fs::metadata(m.path(name))), libc::ENOENT);
     assert_eq!(
-        common::errno_of(fs::metadata(m.path("p.jpg@resize,w_91"))),
+        crate::common::errno_of(fs::metadata(m.path(name))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        crate::common::errno_of(fs::metadata(m.path("p.jpg@resize,w_91"))),
         libc::ENOENT
     );
 }

@@ -1,11 +1,10 @@
 //! Debian's nginx, with the shipped config, serving a mount: exact bytes, lengths and types.
-
-mod common;
+//! Mounts: root and `/dev/fuse` needed.
 
 use std::fs;
 
-use common::nginx::Nginx;
-use common::{make_every_format, Mount};
+use crate::common::nginx::Nginx;
+use crate::common::{make_every_format, Mount};
 
 fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
     headers.lines().find_map(|line| {

@@ -1,8 +1,12 @@
-//! Shared test fixtures: a real mount through /dev/fuse that unmounts on drop, sample images
-//! made by independent tools, and independent decoders to check outputs.
+//! Shared test fixtures: a real mount through /dev/fuse that unmounts on drop, the same
+//! conversions by the library without a mount, sample images made by independent tools, and
+//! independent decoders to check outputs.
 #![allow(dead_code)]
 
+mod library;
 pub mod nginx;
+
+pub use library::{convert_name, Library};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -270,6 +274,29 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Whether to run the calling test's body here: false in the test binary, after running
+/// `test` (its path, e.g. `load::name`) again alone in a child process; true in that child.
+/// For tests that measure the process's peak memory, which every test running beside them
+/// in this one binary would add to.
+pub fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "IMGFS_TEST_IN_OWN_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} in its own process: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
 }
 
 pub fn bin() -> PathBuf {

@@ -1,13 +1,18 @@
-//! Every operation of x-oss-process.md through a real mount: a conformance table of
-//! (variant, expected output or errno), pixel checks decoded by ImageMagick, and animated
-//! GIF/WebP round trips counted in frames by identify and webpmux.
-
-mod common;
+//! Every operation of x-oss-process.md, run by the library (`pipeline::convert`) on a
+//! temporary source directory, so no root is needed: a conformance table of (variant,
+//! expected output or errno), pixel checks decoded by ImageMagick, and animated GIF/WebP
+//! round trips counted in frames by identify and webpmux.
+//!
+//! One test, `a_real_mount_gives_the_library_bytes`, needs root and `/dev/fuse`: a few rows
+//! of each operation family go through a real mount too, which must answer the same bytes
+//! or errno (so the table's verdicts hold for the kernel path).
 
 use std::fs;
 use std::path::Path;
 
-use common::{errno_of, inspect, make_jpeg, run, Mount, IDENTIFY, MAGICK};
+use crate::common::{
+    convert_name, errno_of, inspect, make_jpeg, run, Library, Mount, IDENTIFY, MAGICK,
+};
 use image::RgbaImage;
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
@@ -68,21 +73,24 @@ $M -size 60x40 -delay 20 xc:white '(' xc:white -fill red -draw 'rectangle 5,5 20
    '(' xc:white -fill red -draw 'rectangle 25,5 40,20' ')' -layers Optimize patches.gif
 "#;
 
-fn mount() -> Mount {
+fn styles() -> Styles {
     let mut styles = Styles::default();
     styles.add("thumb", "resize,w_100@format,png").unwrap();
     styles.add("round", "circle,r_50").unwrap();
-    Mount::with(
-        MountOptions::default(),
-        Settings::default(),
-        styles,
-        |src| {
-            // x-oss-process.md's 400×267 photo, and the same stored turned (EXIF Orientation 6).
-            make_jpeg(&src.join("photo.jpg"), 400, 267);
-            make_jpeg(&src.join("turned.jpg"), 400, 267);
-            run("sh", &["-c", SOURCES, src.to_str().unwrap()]);
-        },
-    )
+    styles
+}
+
+/// Writes the table's sources into `src`.
+fn make_sources(src: &Path) {
+    // x-oss-process.md's 400×267 photo, and the same stored turned (EXIF Orientation 6).
+    make_jpeg(&src.join("photo.jpg"), 400, 267);
+    make_jpeg(&src.join("turned.jpg"), 400, 267);
+    run("sh", &["-c", SOURCES, src.to_str().unwrap()]);
+}
+
+/// The table's sources, converted by the library.
+fn library() -> Library {
+    Library::new(styles(), make_sources)
 }
 
 /// (variant name, what it must give); `{NAME}`s are expanded from BASE64 first.
@@ -278,21 +286,21 @@ const INVALID: &[&str] = &[
     "photo.jpg@sepia,1",
 ];
 
-/// Checks one row through the kernel: stat's size is what a read gives, then the output.
-fn check(m: &Mount, name: &str, expect: &Expect) -> Result<(), String> {
-    let path = m.path(name);
-    let attr = fs::metadata(&path);
+/// Checks one row: the output, decoded from a file by independent decoders, or the errno.
+fn check(sources: &Library, name: &str, expect: &Expect) -> Result<(), String> {
+    let converted = sources.convert(name);
     if let Errno(want) = *expect {
-        let got = (errno_of(attr), errno_of(fs::read(&path)));
-        return (got == (want, want))
-            .then_some(())
-            .ok_or(format!("errno (stat, read) {got:?}"));
+        return match converted {
+            Err(got) if got == want => Ok(()),
+            Err(got) => Err(format!("errno {got}")),
+            Ok(bytes) => Err(format!("{} bytes, no error", bytes.len())),
+        };
     }
-    let size = attr.map_err(|e| format!("stat: {e}"))?.len();
-    let bytes = fs::read(&path).map_err(|e| format!("read: {e}"))?;
-    if size != bytes.len() as u64 || size == 0 {
-        return Err(format!("st_size {size} but {} bytes read", bytes.len()));
+    let bytes = converted.map_err(|errno| format!("errno {errno}"))?;
+    if bytes.is_empty() {
+        return Err("no bytes".into());
     }
+    let path = sources.write(&bytes);
     let decoded = |f: fn(&Path) -> String| {
         std::panic::catch_unwind(|| f(&path)).map_err(|_| "undecodable".to_string())
     };
@@ -347,14 +355,12 @@ fn describe_json(bytes: &[u8]) -> String {
 
 #[test]
 fn conformance_table() {
-    let m = mount();
+    let sources = library();
     let invalid: Vec<(&str, Expect)> = INVALID.iter().map(|n| (*n, Errno(EINVAL))).collect();
     let mut failures = Vec::new();
     for (name, expect) in ROWS.iter().chain(&invalid) {
-        let name = BASE64
-            .iter()
-            .fold(name.to_string(), |n, (k, v)| n.replace(k, &b64(v)));
-        if let Err(e) = check(&m, &name, expect) {
+        let name = expand(name);
+        if let Err(e) = check(&sources, &name, expect) {
             failures.push(format!("{name}: want {expect:?}, {e}"));
         }
     }
@@ -365,6 +371,83 @@ fn conformance_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Rows of the table that also go through a real mount: each operation family once, info
+/// and average-hue JSON, an animation, and every errno the table expects.
+#[rustfmt::skip]
+const THROUGH_MOUNT: &[&str] = &[
+    "wide.png@resize,m_pad,w_150,h_80,color_00FF00",
+    "photo.jpg@crop,w_100,h_50,x_10,y_5,g_se",
+    "photo.jpg@indexcrop,x_150,i_2",
+    "photo.jpg@circle,r_100@format,png",
+    "photo.jpg@rotate,45",
+    "photo.jpg@sharpen,50",
+    "turned.jpg@resize,w_100",
+    "photo.jpg@style,thumb",
+    "photo.jpg@format,heic@resize,w_100",
+    "photo.jpg@watermark,image_{LOGO},t_50,g_nw,x_0,y_0@format,webp",
+    "photo.jpg@resize,w_100@format,png@info",
+    "solid.png@average-hue",
+    "anim.gif@resize,w_30@format,webp",
+    "photo.jpg@watermark,image_{NONE}",
+    "photo.jpg@rotate,361",
+    "nothere.jpg@resize,w_10",
+    "outside.txt@resize,w_10",
+];
+
+/// Needs root and /dev/fuse. The kernel path (lookup, stat, read) answers what the library
+/// answers, so the table's verdicts hold for the mount.
+#[test]
+fn a_real_mount_gives_the_library_bytes() {
+    let m = Mount::with(
+        MountOptions::default(),
+        Settings::default(),
+        styles(),
+        make_sources,
+    );
+    let mut failures = Vec::new();
+    for name in THROUGH_MOUNT.iter().map(|n| expand(n)) {
+        let path = m.path(&name);
+        let through_mount = match (fs::metadata(&path), fs::read(&path)) {
+            (Ok(attr), Ok(bytes)) if attr.len() == bytes.len() as u64 => Ok(bytes),
+            (Ok(attr), Ok(bytes)) => {
+                failures.push(format!(
+                    "{name}: st_size {} but {} bytes read",
+                    attr.len(),
+                    bytes.len()
+                ));
+                continue;
+            }
+            (attr, read) => match (errno_of(attr), errno_of(read)) {
+                (stat, read) if stat == read => Err(stat),
+                got => {
+                    failures.push(format!("{name}: errno (stat, read) {got:?}"));
+                    continue;
+                }
+            },
+        };
+        let from_library = convert_name(&m.source, &styles(), &name);
+        if through_mount != from_library {
+            let show = |r: &Result<Vec<u8>, i32>| match r {
+                Ok(bytes) => format!("{} bytes", bytes.len()),
+                Err(errno) => format!("errno {errno}"),
+            };
+            failures.push(format!(
+                "{name}: mount {}, library {}",
+                show(&through_mount),
+                show(&from_library)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `name` with each `{NAME}` of BASE64 replaced.
+fn expand(name: &str) -> String {
+    BASE64
+        .iter()
+        .fold(name.to_string(), |n, (k, v)| n.replace(k, &b64(v)))
 }
 
 /// Frame `index` of `path` as ImageMagick decodes and coalesces it (through a PNG32).
@@ -451,7 +534,7 @@ const SOLID: [u8; 4] = [0x33, 0x66, 0xCC, 255];
 
 #[test]
 fn pixels_are_where_each_operation_puts_them() {
-    let m = mount();
+    let m = library();
     // quad.png (100×60) is red | lime over blue | yellow: its corners after each operation
     // (top-left, top-right, bottom-left, bottom-right), decoded exactly from PNG.
     let corners = |name: &str| {
@@ -526,7 +609,7 @@ fn pixels_are_where_each_operation_puts_them() {
 
 #[test]
 fn watermarks_change_pixels_only_where_they_stand() {
-    let m = mount();
+    let m = library();
     let base = pixels(&m.path("photo.jpg@format,png"));
     let changed = |args: String| -> Vec<(u32, u32, [u8; 4])> {
         let marked = pixels(&m.path(&format!("photo.jpg@watermark,{args}@format,png")));
@@ -565,7 +648,7 @@ fn watermarks_change_pixels_only_where_they_stand() {
 
 #[test]
 fn adjustments_and_encode_settings_do_what_they_say() {
-    let m = mount();
+    let m = library();
     // interlace,1 is progressive JPEG; Q_n is the quality identify estimates.
     let identify = |name: &str, format: &str| {
         let out = run(
@@ -611,8 +694,8 @@ fn adjustments_and_encode_settings_do_what_they_say() {
 
 #[test]
 fn animated_frames_keep_their_content_and_order() {
-    let m = mount();
-    // GIF → WebP (the mount's own output, copied into the source) → flipped GIF.
+    let m = library();
+    // GIF → WebP (imgfs's own output, copied into the source) → flipped GIF.
     let webp = fs::read(m.path("anim.gif@format,webp")).unwrap();
     fs::write(m.source.join("round-trip.webp"), webp).unwrap();
     let back = m.path("round-trip.webp@flip,h@format,gif");
