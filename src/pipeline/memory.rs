@@ -7,17 +7,24 @@
 
 use std::sync::{Condvar, Mutex};
 
-use crate::spec::{Format, Op, Spec};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::spec::{Format, Op, Spec, Watermark, WatermarkContent};
 
 use super::codec::{self, Cost, Header};
 use super::resize;
+use super::watermark::{self, LayerPlan};
 
 const MIB: u64 = 1 << 20;
 /// Per conversion besides pixels: codec contexts, tables, thread stacks.
 const FIXED: u64 = 4 * MIB;
 
 /// Peak bytes a conversion holds: the source bytes, plus the largest of the decode, each
-/// operation (input and output frames both alive) and the encode.
+/// operation (input and output frames both alive, and a watermark's layer beside them) and
+/// the encode. `marks` are the image marks' sources in the order of their operations.
+///
+/// A watermark layer beyond the output limits is EFBIG here, before anything is decoded.
+#[allow(clippy::too_many_arguments)]
 pub fn estimate(
     source_len: usize,
     source_format: Format,
@@ -25,13 +32,16 @@ pub fn estimate(
     logical: (u32, u32),
     spec: &Spec,
     format: Format,
-) -> u64 {
+    marks: &[MarkSource],
+    limits: &Limits,
+) -> Result<u64> {
     // Only JPEG decodes to RGB for sure; anything else may carry alpha.
     let mut bpp = if source_format == Format::Jpeg { 3 } else { 4 };
     let frame = |(w, h): (u32, u32), bpp: u64| u64::from(w) * u64::from(h) * bpp;
     let mut peak = decode.bytes;
     let mut current = frame(decode.size, bpp);
     let mut size = logical;
+    let mut marks = marks.iter();
     for op in &spec.ops {
         let next = match op {
             Op::Resize(r) => resize::plan(size.0, size.1, r).map_or(size, |p| p.output()),
@@ -53,12 +63,84 @@ pub fn estimate(
         ) {
             bpp = 4;
         }
+        let layer = match op {
+            Op::Watermark(mark) => {
+                let source = match mark.content {
+                    WatermarkContent::Image(_) => Some(marks.next().ok_or_else(|| {
+                        Error::Encode("memory estimate: an image mark was not probed".into())
+                    })?),
+                    WatermarkContent::Text(_) => None,
+                };
+                watermark_bytes(mark, size, source, limits)?
+            }
+            _ => 0,
+        };
         let out = frame(next, bpp);
-        peak = peak.max(current + out);
+        peak = peak.max(current + out + layer);
         (current, size) = (out, next);
     }
     peak = peak.max(codec::encode_cost(format, size, bpp == 4));
-    source_len as u64 + peak + FIXED
+    Ok(source_len as u64 + peak + FIXED)
+}
+
+/// What the estimate knows of an image mark's file before it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkSource {
+    pub header: Header,
+    /// The file's length: its bytes are held while it decodes.
+    pub len: usize,
+    /// Its full-size decode.
+    pub decode: Cost,
+}
+
+/// The bytes a watermark operation holds beside the `base` frame it marks: a text mark's
+/// coverage planes (glyphs, shadow), their turned copies and the rasteriser's scratch for
+/// one glyph; an image mark's file, its decode, and its scaled RGBA layer. `image` is the
+/// mark's source for an image mark. A layer beyond the output limits is EFBIG.
+pub fn watermark_bytes(
+    mark: &Watermark,
+    base: (u32, u32),
+    image: Option<&MarkSource>,
+    limits: &Limits,
+) -> Result<u64> {
+    let (plan, file_and_decode) = match (&mark.content, image) {
+        (WatermarkContent::Text(t), _) => (watermark::plan_text(t)?, 0),
+        (WatermarkContent::Image(m), Some(source)) => (
+            watermark::plan_image(m, base.0, &source.header),
+            source.len as u64 + source.decode.bytes,
+        ),
+        (WatermarkContent::Image(_), None) => {
+            return Err(Error::Encode(
+                "memory estimate: an image mark without its header".into(),
+            ))
+        }
+    };
+    let pixels = |(w, h): (u64, u64)| w.saturating_mul(h);
+    let checked = plan.check(limits);
+    Ok(match plan {
+        LayerPlan::Text {
+            drawn,
+            placed,
+            planes,
+            largest_glyph,
+        } => {
+            checked?;
+            let turned = if drawn == placed { 0 } else { pixels(placed) };
+            planes * (pixels(drawn) + turned) + largest_glyph * 4
+        }
+        LayerPlan::Image { decoded, placed } => {
+            let scaled = match checked {
+                Ok(()) => pixels(placed),
+                // Scaled to a base the estimate may see larger than it is (crops do not
+                // shrink it here): the operation checks again, before it scales, so no
+                // layer beyond the limits is ever made.
+                Err(_) if decoded != placed => limits.max_output_pixels,
+                Err(e) => return Err(e),
+            };
+            // The scaling's RGBA output, and the RGBA copy of an RGB one.
+            file_and_decode + scaled * 8
+        }
+    })
 }
 
 /// An animation is decoded whole (RGBA canvases), mapped frame by frame into new frames,
@@ -260,7 +342,10 @@ mod tests {
             mp20,
             &spec("format,webp"),
             Format::Webp,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(full, frame * 3 / 2 + FIXED);
         // Shrink-on-load to 1/8 and a thumbnail: a fraction of the frame.
         let thumb = estimate(
@@ -270,7 +355,10 @@ mod tests {
             mp20,
             &spec("resize,w_300"),
             Format::Jpeg,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(thumb - FIXED < frame / 40, "{thumb}");
         // A full-scale resize holds both frames; BMP holds the frame and its file.
         let half = estimate(
@@ -280,7 +368,10 @@ mod tests {
             mp20,
             &spec("resize,w_4000@format,bmp"),
             Format::Bmp,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         let resized = 4000 * 2667 * 3;
         assert_eq!(half, 10 + frame + resized + FIXED);
         // A progressive decode's coefficients count even when the rest is small.
@@ -295,7 +386,10 @@ mod tests {
             mp20,
             &spec("resize,w_300"),
             Format::Jpeg,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(progressive, coefficients + FIXED);
         let png = Cost {
             size: (100, 100),
@@ -308,7 +402,10 @@ mod tests {
             (100, 100),
             &spec("resize,w_1000,limit_0"),
             Format::Png,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(upscaled >= 1000 * 1000 * 4 * 2);
     }
 }

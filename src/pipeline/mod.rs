@@ -18,9 +18,9 @@ use image::{DynamicImage, GenericImageView};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec};
+use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
-use memory::{MemoryGate, Reservation};
+use memory::{MarkSource, MemoryGate, Reservation};
 
 /// Default quality per lossy format when the request has no `quality` (README, "Qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,9 @@ fn convert_reserved<'s>(
         oriented_size(&header, orientation, false),
         spec,
         format,
-    );
+        &mark_sources(spec, settings)?,
+        limits,
+    )?;
     let reserved = settings.memory_gate.as_ref().map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
     let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
@@ -354,6 +356,33 @@ fn apply(
         }
         Op::Watermark(mark) => watermark::apply(image, mark, ctx),
     }
+}
+
+/// The spec's image marks as the memory estimate needs them, checked against the source
+/// limits before anything is decoded. The one place, besides the watermark operation
+/// itself, that reads mark files.
+fn mark_sources(spec: &Spec, settings: &Settings) -> Result<Vec<MarkSource>> {
+    let image_marks = spec.ops.iter().filter_map(|op| match op {
+        Op::Watermark(mark) => match &mark.content {
+            WatermarkContent::Image(m) => Some(m),
+            WatermarkContent::Text(_) => None,
+        },
+        _ => None,
+    });
+    image_marks
+        .map(|m| {
+            let bytes = read_inside_root(settings, &m.path)?;
+            let header = codec::probe(&bytes)?;
+            settings
+                .limits
+                .check_source(header.width, header.height, header.frames)?;
+            Ok(MarkSource {
+                header,
+                len: bytes.len(),
+                decode: codec::decode_cost(&bytes, &header, &DecodeRequest::default()),
+            })
+        })
+        .collect()
 }
 
 /// Reads a file the spec names (a watermark image) from inside the source root only.
