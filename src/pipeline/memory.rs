@@ -408,4 +408,124 @@ mod tests {
         .unwrap();
         assert!(upscaled >= 1000 * 1000 * 4 * 2);
     }
+
+    fn png(size: (u32, u32)) -> Cost {
+        let bytes = u64::from(size.0) * u64::from(size.1) * 4 * 2;
+        Cost { size, bytes }
+    }
+
+    /// The estimate of `spec` on a 400×400 PNG, with `marks` probed.
+    fn marked(spec_text: &str, marks: &[MarkSource]) -> Result<u64> {
+        let base = (400, 400);
+        let limits = Limits::default();
+        let s = spec(spec_text);
+        estimate(
+            0,
+            Format::Png,
+            png(base),
+            base,
+            &s,
+            Format::Png,
+            marks,
+            &limits,
+        )
+    }
+
+    fn text(rest: &str) -> String {
+        let text = crate::spec::encode_base64(&"水".repeat(64));
+        format!("watermark,text_{text}{rest}")
+    }
+
+    /// The layer bytes of the watermark `spec_text` on a 400×400 base; the estimate holds
+    /// them beside the base's two frames.
+    fn layer(spec_text: &str, marks: &[MarkSource]) -> Result<u64> {
+        let Op::Watermark(mark) = &spec(spec_text).ops[0] else {
+            panic!("not a watermark: {spec_text}")
+        };
+        let bytes = watermark_bytes(mark, (400, 400), marks.first(), &Limits::default())?;
+        let whole = marked(spec_text, marks)?;
+        assert!(whole >= 2 * 400 * 400 * 4 + bytes + FIXED, "{spec_text}");
+        Ok(bytes)
+    }
+
+    #[test]
+    fn text_marks_count_their_layers() {
+        let small = layer(&text(",size_20"), &[]).unwrap();
+        let large = layer(&text(",size_60"), &[]).unwrap();
+        let shadowed = layer(&text(",size_60,shadow_50"), &[]).unwrap();
+        let turned = layer(&text(",size_60,shadow_50,rotate_30"), &[]).unwrap();
+        assert!(small < large && large < shadowed && shadowed < turned);
+        // 64 glyphs of 60 px are about 3000×60 px: one plane, a second for the shadow, and
+        // a turned copy of both (about 2630×1550 px) beside them.
+        assert!(large >= 3000 * 60, "{large}");
+        assert!(shadowed - large >= 3000 * 60);
+        assert!(turned - shadowed >= 2 * 2600 * 1500);
+        // Bounded by the limits: two planes, each turned, none larger than the largest output.
+        let limit = 16_777_216;
+        assert!(layer(&text(",size_100,shadow_1,rotate_45"), &[]).unwrap() < 4 * limit + MIB);
+    }
+
+    #[test]
+    fn oversized_text_marks_are_efbig_in_the_estimate() {
+        for rest in [",size_200,rotate_45", ",size_400", ",size_1000,fill_1"] {
+            let result = marked(&text(rest), &[]);
+            assert!(
+                matches!(result, Err(Error::TooLarge(_))),
+                "{rest}: {result:?}"
+            );
+        }
+    }
+
+    fn mark_source(w: u32, h: u32) -> MarkSource {
+        let header = Header {
+            format: Format::Png,
+            width: w,
+            height: h,
+            frames: 1,
+            orientation: image::metadata::Orientation::NoTransforms,
+        };
+        MarkSource {
+            header,
+            len: 200_000,
+            decode: png((w, h)),
+        }
+    }
+
+    #[test]
+    fn image_marks_count_their_file_decode_and_layer() {
+        let mark = |path: &str| format!("watermark,image_{}", crate::spec::encode_base64(path));
+        let small = layer(&mark("m.png"), &[mark_source(100, 50)]).unwrap();
+        assert!(small >= 200_000 + 100 * 50 * 4 * 3, "{small}");
+        // 8000×8000 is a valid source but not a layer; scaled to 10 % of the base it is, and
+        // then its full decode counts.
+        let huge = [mark_source(8000, 8000)];
+        assert!(matches!(
+            marked(&mark("m.png"), &huge),
+            Err(Error::TooLarge(_))
+        ));
+        let scaled = layer(&mark("m.png?x-oss-process=image/resize,P_10"), &huge).unwrap();
+        assert!(scaled >= 8000 * 8000 * 4, "{scaled}");
+        // Two marks: each op takes its own source, in order.
+        let two = format!("{}@{}", mark("a.png"), mark("b.png"));
+        let plain = marked("format,png", &[]).unwrap();
+        let both = marked(&two, &[mark_source(10, 10), mark_source(1000, 1000)]).unwrap();
+        assert!(both - plain >= 1000 * 1000 * 4 * 3, "{}", both - plain);
+        assert!(marked(&two, &[mark_source(10, 10)]).is_err());
+    }
+
+    #[test]
+    fn a_hostile_mark_fails_before_the_gate() {
+        let gate = Arc::new(MemoryGate::new(1 << 30));
+        let settings = crate::pipeline::Settings {
+            memory_gate: Some(gate.clone()),
+            ..Default::default()
+        };
+        let mut png = Vec::new();
+        image::RgbImage::new(1, 1)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let result = crate::pipeline::convert(&png, &spec(&text(",size_1000")), &settings);
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
+        assert_eq!(gate.most_running(), 0);
+    }
 }

@@ -616,4 +616,132 @@ mod tests {
     fn image_mark_outside_the_root_is_refused() {
         assert!(image_mark("../x.png", "", plain(50, 50, 128)).is_err());
     }
+
+    /// 64 CJK characters, the longest text a mark may have.
+    fn long_text() -> String {
+        "水".repeat(64)
+    }
+
+    fn too_large(result: Result<DynamicImage>) -> String {
+        match result {
+            Err(e @ Error::TooLarge(_)) => e.to_string(),
+            Err(e) => panic!("not EFBIG: {e}"),
+            Ok(_) => panic!("succeeded"),
+        }
+    }
+
+    #[test]
+    fn hostile_text_marks_are_efbig_before_drawing() {
+        let settings = Settings::default();
+        let ctx = OpContext {
+            settings: &settings,
+            output_alpha: false,
+        };
+        let started = std::time::Instant::now();
+        for (base, rest) in [
+            (400, ",size_200,rotate_45"),
+            (400, ",size_400,rotate_45"),
+            (400, ",size_1000,rotate_45,shadow_100,fill_1"),
+            (1, ",size_1000"),
+        ] {
+            let mark = text(&long_text(), rest);
+            let message = too_large(apply(plain(base, base, 128), &mark, &ctx));
+            assert!(message.contains("watermark layer") && message.contains("16384"));
+        }
+        // Drawing any of them took seconds and gigabytes; the plans take milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_plan_is_the_layer_drawn() {
+        for rest in [
+            ",size_40",
+            ",size_100,rotate_45",
+            ",size_30,rotate_90,shadow_50",
+            ",size_25,rotate_333,shadow_100,fill_1",
+        ] {
+            let WatermarkContent::Text(t) = text("Mark 水印", rest).content else {
+                unreachable!()
+            };
+            let layout = layout_text(&t).unwrap();
+            let LayerPlan::Text { placed, planes, .. } = layout.plan(t.rotate) else {
+                unreachable!()
+            };
+            let Layer::Text { ink, cover, .. } = render_text(&t, &layout) else {
+                unreachable!()
+            };
+            assert_eq!((u64::from(ink.w), u64::from(ink.h)), placed, "{rest}");
+            let drawn_planes = 1 + cover.as_ref().map_or(0, |c| {
+                assert_eq!((c.w, c.h), (ink.w, ink.h));
+                1
+            });
+            assert_eq!(planes, drawn_planes, "{rest}");
+        }
+    }
+
+    /// A PNG that only claims to be `w`×`h`: its header is all the plan may read.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                }
+            }
+            !crc
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&body);
+            png.extend(crc32(&body).to_be_bytes());
+        };
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 6, 0, 0, 0]].concat();
+        chunk(b"IHDR", &ihdr);
+        // A stored (uncompressed) deflate block of one row's filter byte, then nothing.
+        chunk(
+            b"IDAT",
+            &[0x78, 0x01, 0x01, 0x01, 0x00, 0xFE, 0xFF, 0x00, 0, 1, 0, 1],
+        );
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn a_huge_image_mark_is_efbig_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("huge.png"), png_header(8000, 8000)).unwrap();
+        let settings = Settings {
+            root: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let ctx = OpContext {
+            settings: &settings,
+            output_alpha: false,
+        };
+        let mark = parse(&format!("watermark,image_{}", encode_base64("huge.png")));
+        let message = too_large(apply(plain(400, 400, 128), &mark, &ctx));
+        assert!(
+            message.contains("watermark layer would be 8000x8000"),
+            "{message}"
+        );
+        // Scaled to 10 % of the base it would fit: then the (broken) file is decoded.
+        let path = "huge.png?x-oss-process=image/resize,P_10";
+        let mark = parse(&format!("watermark,image_{}", encode_base64(path)));
+        let scaled = apply(plain(400, 400, 128), &mark, &ctx);
+        assert!(matches!(scaled, Err(Error::Decode(_))), "{scaled:?}");
+        let header = crate::pipeline::codec::probe(&png_header(8000, 8000)).unwrap();
+        let WatermarkContent::Image(m) = &mark.content else {
+            unreachable!()
+        };
+        assert_eq!(
+            plan_image(m, 400, &header),
+            LayerPlan::Image {
+                decoded: (8000, 8000),
+                placed: (40, 40)
+            }
+        );
+    }
 }
