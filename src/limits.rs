@@ -62,12 +62,21 @@ impl Limits {
     }
 
     pub fn check_output(&self, width: u64, height: u64) -> Result<()> {
+        self.check_size("output", width, height)
+    }
+
+    /// A watermark layer is held beside the image, so it gets the output's bounds.
+    pub fn check_layer(&self, width: u64, height: u64) -> Result<()> {
+        self.check_size("watermark layer", width, height)
+    }
+
+    fn check_size(&self, what: &str, width: u64, height: u64) -> Result<()> {
         if width > u64::from(self.max_output_side)
             || height > u64::from(self.max_output_side)
-            || width * height > self.max_output_pixels
+            || width.saturating_mul(height) > self.max_output_pixels
         {
             return Err(Error::TooLarge(format!(
-                "output would be {width}x{height}, the limit is {} px per side and {} px \
+                "{what} would be {width}x{height}, the limit is {} px per side and {} px \
                  (--max-output-side, --max-output-pixels)",
                 self.max_output_side, self.max_output_pixels
             )));

@@ -7,17 +7,24 @@
 
 use std::sync::{Condvar, Mutex};
 
-use crate::spec::{Format, Op, Spec};
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::spec::{Format, Op, Spec, Watermark, WatermarkContent};
 
 use super::codec::{self, Cost, Header};
 use super::resize;
+use super::watermark::{self, LayerPlan};
 
 const MIB: u64 = 1 << 20;
 /// Per conversion besides pixels: codec contexts, tables, thread stacks.
 const FIXED: u64 = 4 * MIB;
 
 /// Peak bytes a conversion holds: the source bytes, plus the largest of the decode, each
-/// operation (input and output frames both alive) and the encode.
+/// operation (input and output frames both alive, and a watermark's layer beside them) and
+/// the encode. `marks` are the image marks' sources in the order of their operations.
+///
+/// A watermark layer beyond the output limits is EFBIG here, before anything is decoded.
+#[allow(clippy::too_many_arguments)]
 pub fn estimate(
     source_len: usize,
     source_format: Format,
@@ -25,13 +32,16 @@ pub fn estimate(
     logical: (u32, u32),
     spec: &Spec,
     format: Format,
-) -> u64 {
+    marks: &[MarkSource],
+    limits: &Limits,
+) -> Result<u64> {
     // Only JPEG decodes to RGB for sure; anything else may carry alpha.
     let mut bpp = if source_format == Format::Jpeg { 3 } else { 4 };
     let frame = |(w, h): (u32, u32), bpp: u64| u64::from(w) * u64::from(h) * bpp;
     let mut peak = decode.bytes;
     let mut current = frame(decode.size, bpp);
     let mut size = logical;
+    let mut marks = marks.iter();
     for op in &spec.ops {
         let next = match op {
             Op::Resize(r) => resize::plan(size.0, size.1, r).map_or(size, |p| p.output()),
@@ -53,12 +63,84 @@ pub fn estimate(
         ) {
             bpp = 4;
         }
+        let layer = match op {
+            Op::Watermark(mark) => {
+                let source = match mark.content {
+                    WatermarkContent::Image(_) => Some(marks.next().ok_or_else(|| {
+                        Error::Encode("memory estimate: an image mark was not probed".into())
+                    })?),
+                    WatermarkContent::Text(_) => None,
+                };
+                watermark_bytes(mark, size, source, limits)?
+            }
+            _ => 0,
+        };
         let out = frame(next, bpp);
-        peak = peak.max(current + out);
+        peak = peak.max(current + out + layer);
         (current, size) = (out, next);
     }
     peak = peak.max(codec::encode_cost(format, size, bpp == 4));
-    source_len as u64 + peak + FIXED
+    Ok(source_len as u64 + peak + FIXED)
+}
+
+/// What the estimate knows of an image mark's file before it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkSource {
+    pub header: Header,
+    /// The file's length: its bytes are held while it decodes.
+    pub len: usize,
+    /// Its full-size decode.
+    pub decode: Cost,
+}
+
+/// The bytes a watermark operation holds beside the `base` frame it marks: a text mark's
+/// coverage planes (glyphs, shadow), their turned copies and the rasteriser's scratch for
+/// one glyph; an image mark's file, its decode, and its scaled RGBA layer. `image` is the
+/// mark's source for an image mark. A layer beyond the output limits is EFBIG.
+pub fn watermark_bytes(
+    mark: &Watermark,
+    base: (u32, u32),
+    image: Option<&MarkSource>,
+    limits: &Limits,
+) -> Result<u64> {
+    let (plan, file_and_decode) = match (&mark.content, image) {
+        (WatermarkContent::Text(t), _) => (watermark::plan_text(t)?, 0),
+        (WatermarkContent::Image(m), Some(source)) => (
+            watermark::plan_image(m, base.0, &source.header),
+            source.len as u64 + source.decode.bytes,
+        ),
+        (WatermarkContent::Image(_), None) => {
+            return Err(Error::Encode(
+                "memory estimate: an image mark without its header".into(),
+            ))
+        }
+    };
+    let pixels = |(w, h): (u64, u64)| w.saturating_mul(h);
+    let checked = plan.check(limits);
+    Ok(match plan {
+        LayerPlan::Text {
+            drawn,
+            placed,
+            planes,
+            largest_glyph,
+        } => {
+            checked?;
+            let turned = if drawn == placed { 0 } else { pixels(placed) };
+            planes * (pixels(drawn) + turned) + largest_glyph * 4
+        }
+        LayerPlan::Image { decoded, placed } => {
+            let scaled = match checked {
+                Ok(()) => pixels(placed),
+                // Scaled to a base the estimate may see larger than it is (crops do not
+                // shrink it here): the operation checks again, before it scales, so no
+                // layer beyond the limits is ever made.
+                Err(_) if decoded != placed => limits.max_output_pixels,
+                Err(e) => return Err(e),
+            };
+            // The scaling's RGBA output, and the RGBA copy of an RGB one.
+            file_and_decode + scaled * 8
+        }
+    })
 }
 
 /// An animation is decoded whole (RGBA canvases), mapped frame by frame into new frames,
@@ -262,7 +344,10 @@ mod tests {
             mp20,
             &spec("format,webp"),
             Format::Webp,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(full, frame * 3 / 2 + FIXED);
         // Shrink-on-load to 1/8 and a thumbnail: a fraction of the frame.
         let thumb = estimate(
@@ -272,7 +357,10 @@ mod tests {
             mp20,
             &spec("resize,w_300"),
             Format::Jpeg,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(thumb - FIXED < frame / 40, "{thumb}");
         // A full-scale resize holds both frames; BMP holds the frame and its file.
         let half = estimate(
@@ -282,7 +370,10 @@ mod tests {
             mp20,
             &spec("resize,w_4000@format,bmp"),
             Format::Bmp,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         let resized = 4000 * 2667 * 3;
         assert_eq!(half, 10 + frame + resized + FIXED);
         // A progressive decode's coefficients count even when the rest is small.
@@ -297,7 +388,10 @@ mod tests {
             mp20,
             &spec("resize,w_300"),
             Format::Jpeg,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(progressive, coefficients + FIXED);
         let png = Cost {
             size: (100, 100),
@@ -310,7 +404,134 @@ mod tests {
             (100, 100),
             &spec("resize,w_1000,limit_0"),
             Format::Png,
-        );
+            &[],
+            &Limits::default(),
+        )
+        .unwrap();
         assert!(upscaled >= 1000 * 1000 * 4 * 2);
+    }
+
+    fn png(size: (u32, u32)) -> Cost {
+        let bytes = u64::from(size.0) * u64::from(size.1) * 4 * 2;
+        Cost { size, bytes }
+    }
+
+    /// The estimate of `spec` on a 400×400 PNG, with `marks` probed.
+    fn marked(spec_text: &str, marks: &[MarkSource]) -> Result<u64> {
+        let base = (400, 400);
+        let limits = Limits::default();
+        let s = spec(spec_text);
+        estimate(
+            0,
+            Format::Png,
+            png(base),
+            base,
+            &s,
+            Format::Png,
+            marks,
+            &limits,
+        )
+    }
+
+    fn text(rest: &str) -> String {
+        let text = crate::spec::encode_base64(&"水".repeat(64));
+        format!("watermark,text_{text}{rest}")
+    }
+
+    /// The layer bytes of the watermark `spec_text` on a 400×400 base; the estimate holds
+    /// them beside the base's two frames.
+    fn layer(spec_text: &str, marks: &[MarkSource]) -> Result<u64> {
+        let Op::Watermark(mark) = &spec(spec_text).ops[0] else {
+            panic!("not a watermark: {spec_text}")
+        };
+        let bytes = watermark_bytes(mark, (400, 400), marks.first(), &Limits::default())?;
+        let whole = marked(spec_text, marks)?;
+        assert!(whole >= 2 * 400 * 400 * 4 + bytes + FIXED, "{spec_text}");
+        Ok(bytes)
+    }
+
+    #[test]
+    fn text_marks_count_their_layers() {
+        let small = layer(&text(",size_20"), &[]).unwrap();
+        let large = layer(&text(",size_60"), &[]).unwrap();
+        let shadowed = layer(&text(",size_60,shadow_50"), &[]).unwrap();
+        let turned = layer(&text(",size_60,shadow_50,rotate_30"), &[]).unwrap();
+        assert!(small < large && large < shadowed && shadowed < turned);
+        // 64 glyphs of 60 px are about 3000×60 px: one plane, a second for the shadow, and
+        // a turned copy of both (about 2630×1550 px) beside them.
+        assert!(large >= 3000 * 60, "{large}");
+        assert!(shadowed - large >= 3000 * 60);
+        assert!(turned - shadowed >= 2 * 2600 * 1500);
+        // Bounded by the limits: two planes, each turned, none larger than the largest output.
+        let limit = 16_777_216;
+        assert!(layer(&text(",size_100,shadow_1,rotate_45"), &[]).unwrap() < 4 * limit + MIB);
+    }
+
+    #[test]
+    fn oversized_text_marks_are_efbig_in_the_estimate() {
+        for rest in [",size_200,rotate_45", ",size_400", ",size_1000,fill_1"] {
+            let result = marked(&text(rest), &[]);
+            assert!(
+                matches!(result, Err(Error::TooLarge(_))),
+                "{rest}: {result:?}"
+            );
+        }
+    }
+
+    fn mark_source(w: u32, h: u32) -> MarkSource {
+        let header = Header {
+            format: Format::Png,
+            width: w,
+            height: h,
+            frames: 1,
+            orientation: image::metadata::Orientation::NoTransforms,
+        };
+        MarkSource {
+            header,
+            len: 200_000,
+            decode: png((w, h)),
+        }
+    }
+
+    #[test]
+    fn image_marks_count_their_file_decode_and_layer() {
+        let mark = |path: &str| format!("watermark,image_{}", crate::spec::encode_base64(path));
+        let small = layer(&mark("m.png"), &[mark_source(100, 50)]).unwrap();
+        assert!(small >= 200_000 + 100 * 50 * 4 * 3, "{small}");
+        // 8000×8000 is a valid source but not a layer; scaled to 10 % of the base it is, and
+        // then its full decode counts.
+        let huge = [mark_source(8000, 8000)];
+        assert!(matches!(
+            marked(&mark("m.png"), &huge),
+            Err(Error::TooLarge(_))
+        ));
+        let scaled = layer(&mark("m.png?x-oss-process=image/resize,P_10"), &huge).unwrap();
+        assert!(scaled >= 8000 * 8000 * 4, "{scaled}");
+        // Two marks: each op takes its own source, in order.
+        let two = format!("{}@{}", mark("a.png"), mark("b.png"));
+        let plain = marked("format,png", &[]).unwrap();
+        let both = marked(&two, &[mark_source(10, 10), mark_source(1000, 1000)]).unwrap();
+        assert!(both - plain >= 1000 * 1000 * 4 * 3, "{}", both - plain);
+        assert!(marked(&two, &[mark_source(10, 10)]).is_err());
+    }
+
+    #[test]
+    fn a_hostile_mark_fails_before_the_gate() {
+        let gate = Arc::new(MemoryGate::new(1 << 30));
+        let settings = crate::pipeline::Settings::default();
+        let mut png = Vec::new();
+        image::RgbImage::new(1, 1)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let result = crate::pipeline::convert_into(
+            &png,
+            &Default::default(),
+            &spec(&text(",size_1000")),
+            &settings,
+            Some(&gate),
+            |out| out,
+        );
+        assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
+        assert_eq!(gate.most_running(), 0);
     }
 }

@@ -17,9 +17,9 @@ use image::{DynamicImage, GenericImageView};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec};
+use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
-use memory::{MemoryGate, Reservation};
+use memory::{MarkSource, MemoryGate, Reservation};
 
 /// Default quality per lossy format when the request has no `quality` (README, "Qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,9 @@ fn convert_reserved<'g>(
         oriented_size(&header, orientation, false),
         spec,
         format,
-    );
+        &mark_sources(spec, marks, limits)?,
+        limits,
+    )?;
     let reserved = gate.map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
     let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
@@ -374,4 +376,28 @@ fn apply(
         }
         Op::Watermark(mark) => watermark::apply(image, mark, ctx),
     }
+}
+
+/// The spec's image marks as the memory estimate needs them (from their headers), checked
+/// against the source limits before anything is decoded.
+fn mark_sources(spec: &Spec, marks: &Marks, limits: &Limits) -> Result<Vec<MarkSource>> {
+    let image_marks = spec.ops.iter().filter_map(|op| match op {
+        Op::Watermark(mark) => match &mark.content {
+            WatermarkContent::Image(m) => Some(m),
+            WatermarkContent::Text(_) => None,
+        },
+        _ => None,
+    });
+    image_marks
+        .map(|m| {
+            let bytes = marks.get(&m.path)?;
+            let header = codec::probe(bytes)?;
+            limits.check_source(header.width, header.height, header.frames)?;
+            Ok(MarkSource {
+                header,
+                len: bytes.len(),
+                decode: codec::decode_cost(bytes, &header, &DecodeRequest::default()),
+            })
+        })
+        .collect()
 }

@@ -1,15 +1,20 @@
 //! watermark: text and image marks.
 //!
-//! A mark is first drawn on its own premultiplied RGBA layer (text, shadow, rotation or a
-//! decoded image), then composited src-over at its gravity position, or tiled with `fill`.
+//! A mark is first drawn on its own layer, then composited src-over at its gravity position,
+//! or tiled with `fill`. A text layer is one byte of coverage per pixel (and a second for
+//! the shadow), as its colours are constant; an image layer is premultiplied RGBA8. Before
+//! anything is drawn or decoded, [`plan_text`] and [`plan_image`] tell the layer's size from
+//! the font's metrics or the mark's header, so the limits and the memory estimate know it.
 
 use std::sync::OnceLock;
 
 use ab_glyph::{point, Font, FontVec, OutlinedGlyph, PxScale, ScaleFont};
 use image::{DynamicImage, RgbaImage};
 
+use super::codec::Header;
 use super::OpContext;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::spec::{Gravity, ImageMark, TextMark, Watermark, WatermarkContent};
 
 const ZENHEI: &str = "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc";
@@ -21,12 +26,18 @@ pub(super) fn apply(
     ctx: &OpContext<'_>,
 ) -> Result<DynamicImage> {
     let (bw, bh) = (image.width(), image.height());
+    let limits = &ctx.settings.limits;
     // Built even at t_0 so that a bad mark fails the same way whatever the opacity.
     let (layer, fill) = match &mark.content {
-        WatermarkContent::Text(t) => (render_text(t)?, t.fill),
+        WatermarkContent::Text(t) => {
+            let layout = layout_text(t)?;
+            layout.plan(t.rotate).check(limits)?;
+            (render_text(t, &layout), t.fill)
+        }
         WatermarkContent::Image(m) => (load_image(m, bw, ctx)?, false),
     };
-    if mark.opacity == 0 || layer.w == 0 || layer.h == 0 {
+    let (lw, lh) = layer.size();
+    if mark.opacity == 0 || lw == 0 || lh == 0 {
         return Ok(image);
     }
     let opacity = mark.opacity as f32 / 100.0;
@@ -35,14 +46,14 @@ pub(super) fn apply(
         other if other.color().has_alpha() => DynamicImage::ImageRgba8(other.to_rgba8()),
         other => DynamicImage::ImageRgb8(other.to_rgb8()),
     };
-    let (px, py) = position(mark, bw, bh, layer.w, layer.h);
+    let (px, py) = position(mark, bw, bh, lw, lh);
     if !fill {
         composite(&mut image, &layer, px, py, opacity);
         return Ok(image);
     }
     // Tiles keep the placed mark where it would be alone and repeat it in every direction.
-    let gap = i64::from(layer.w.max(layer.h) / 4 + 10);
-    let (step_x, step_y) = (i64::from(layer.w) + gap, i64::from(layer.h) + gap);
+    let gap = i64::from(lw.max(lh) / 4 + 10);
+    let (step_x, step_y) = (i64::from(lw) + gap, i64::from(lh) + gap);
     let mut y = py.rem_euclid(step_y) - step_y;
     while y < i64::from(bh) {
         let mut x = px.rem_euclid(step_x) - step_x;
@@ -76,60 +87,59 @@ fn position(mark: &Watermark, bw: u32, bh: u32, w: u32, h: u32) -> (i64, i64) {
     (x, y)
 }
 
-/// A mark as premultiplied RGBA in 0..=1: blending and resampling need no special cases.
-struct Layer {
-    w: u32,
-    h: u32,
-    px: Vec<[f32; 4]>,
+/// A mark's layer as it will be, known before any pixel is drawn or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LayerPlan {
+    Text {
+        /// The text's box, shadow included, as drawn.
+        drawn: (u64, u64),
+        /// `drawn` turned by `rotate` (the same when not rotated).
+        placed: (u64, u64),
+        /// Coverage planes of one byte per pixel: the glyphs, and with a shadow, both together.
+        planes: u64,
+        /// Pixels of the largest glyph's box: the rasteriser's scratch, one f32 each.
+        largest_glyph: u64,
+    },
+    Image {
+        /// The mark's file as stored.
+        decoded: (u64, u64),
+        /// After `P_n` scaling (the same without it).
+        placed: (u64, u64),
+    },
 }
 
-impl Layer {
-    fn new(w: u32, h: u32) -> Layer {
-        Layer {
-            w,
-            h,
-            px: vec![[0.0; 4]; w as usize * h as usize],
+impl LayerPlan {
+    /// Every layer the mark holds is within the output limits.
+    pub fn check(&self, limits: &Limits) -> Result<()> {
+        match *self {
+            LayerPlan::Text { drawn, placed, .. } => {
+                limits.check_layer(drawn.0, drawn.1)?;
+                limits.check_layer(placed.0, placed.1)
+            }
+            // The decoded file is bounded by the source limits (checked from its header).
+            LayerPlan::Image { placed, .. } => limits.check_layer(placed.0, placed.1),
         }
     }
+}
 
-    fn from_rgba(img: &RgbaImage) -> Layer {
-        let px = img
-            .pixels()
-            .map(|p| {
-                let a = f32::from(p[3]) / 255.0;
-                let c = |i: usize| f32::from(p[i]) / 255.0 * a;
-                [c(0), c(1), c(2), a]
-            })
-            .collect();
-        Layer {
-            w: img.width(),
-            h: img.height(),
-            px,
+/// The image mark's layer: its header's size, or `percent` % of the base width with the
+/// mark's aspect ratio.
+pub(crate) fn plan_image(m: &ImageMark, base_w: u32, header: &Header) -> LayerPlan {
+    let decoded = (u64::from(header.width), u64::from(header.height));
+    let placed = match m.percent {
+        None => decoded,
+        Some(p) => {
+            let w = (u64::from(base_w) * u64::from(p) / 100).max(1);
+            let h = (decoded.1.saturating_mul(w) / decoded.0.max(1)).max(1);
+            (w, h)
         }
-    }
+    };
+    LayerPlan::Image { decoded, placed }
+}
 
-    fn index(&self, x: i64, y: i64) -> Option<usize> {
-        let inside = (0..i64::from(self.w)).contains(&x) && (0..i64::from(self.h)).contains(&y);
-        inside.then(|| y as usize * self.w as usize + x as usize)
-    }
-
-    /// Transparent outside the layer.
-    fn get(&self, x: i64, y: i64) -> [f32; 4] {
-        self.index(x, y).map_or([0.0; 4], |i| self.px[i])
-    }
-
-    /// Paints `rgb` with coverage `a` over what is there.
-    fn paint(&mut self, x: i64, y: i64, rgb: [f32; 3], a: f32) {
-        let Some(i) = self.index(x, y).filter(|_| a > 0.0) else {
-            return;
-        };
-        let p = &mut self.px[i];
-        let keep = 1.0 - a;
-        for i in 0..3 {
-            p[i] = rgb[i] * a + p[i] * keep;
-        }
-        p[3] = a + p[3] * keep;
-    }
+/// The text mark's layer, from the font's metrics (glyph outlines are laid out, not drawn).
+pub(crate) fn plan_text(t: &TextMark) -> Result<LayerPlan> {
+    Ok(layout_text(t)?.plan(t.rotate))
 }
 
 /// Each font file is read and parsed once per process; only successes are kept, so
@@ -155,9 +165,20 @@ fn load_font(name: &str) -> Result<&'static FontVec> {
     Ok(slot.get_or_init(|| font))
 }
 
-/// One line of text in its box (advance width × line height, grown to any overhanging
-/// ink), with the shadow `size/20` px down-right under it, then turned clockwise.
-fn render_text(t: &TextMark) -> Result<Layer> {
+/// One line of text laid out: its glyph outlines and the box they are drawn in.
+struct TextLayout {
+    glyphs: Vec<OutlinedGlyph>,
+    /// The box's top-left corner in the glyphs' coordinates.
+    origin: (f32, f32),
+    /// The box, shadow included.
+    size: (u32, u32),
+    /// The shadow's offset down-right, 0 without a shadow.
+    shadow: u32,
+}
+
+/// The text's box is its advance width × line height, grown to any overhanging ink, and by
+/// the shadow `size/20` px down-right under it.
+fn layout_text(t: &TextMark) -> Result<TextLayout> {
     let font = load_font(&t.font)?;
     let scale = PxScale::from(t.size as f32);
     let scaled = font.as_scaled(scale);
@@ -180,62 +201,187 @@ fn render_text(t: &TextMark) -> Result<Layer> {
         (x1, y1) = (x1.max(b.max.x), y1.max(b.max.y));
     }
     let (x0, y0) = (x0.floor(), y0.floor());
-    let shadow = i64::from(t.shadow > 0) * (t.size as f32 / 20.0).round().max(1.0) as i64;
-    let w = (x1 - x0).ceil() as u32 + shadow as u32;
-    let h = (y1 - y0).ceil() as u32 + shadow as u32;
-    let mut layer = Layer::new(w, h);
-    let mut draw = |offset: i64, rgb: [f32; 3], alpha: f32| {
-        for g in &glyphs {
-            let b = g.px_bounds();
-            let (gx, gy) = (
-                (b.min.x - x0) as i64 + offset,
-                (b.min.y - y0) as i64 + offset,
-            );
-            g.draw(|x, y, c| layer.paint(gx + i64::from(x), gy + i64::from(y), rgb, c * alpha));
-        }
-    };
-    if shadow > 0 {
-        draw(shadow, [0.0; 3], t.shadow as f32 / 100.0);
-    }
-    draw(0, t.color.map(|c| f32::from(c) / 255.0), 1.0);
-    Ok(match t.rotate {
-        0 => layer,
-        degrees => rotate(&layer, degrees),
+    let shadow = u32::from(t.shadow > 0) * (t.size as f32 / 20.0).round().max(1.0) as u32;
+    Ok(TextLayout {
+        size: (
+            (x1 - x0).ceil() as u32 + shadow,
+            (y1 - y0).ceil() as u32 + shadow,
+        ),
+        origin: (x0, y0),
+        glyphs,
+        shadow,
     })
 }
 
-/// Turns the layer `degrees` clockwise onto a canvas that holds all of it (bilinear).
-fn rotate(layer: &Layer, degrees: u32) -> Layer {
-    let (s, c) = (degrees as f32).to_radians().sin_cos();
-    let (w, h) = (layer.w as f32, layer.h as f32);
-    // The epsilon keeps 90° turns from gaining a column to rounding error.
-    let nw = (w * c.abs() + h * s.abs() - 1e-3).ceil().max(1.0) as u32;
-    let nh = (w * s.abs() + h * c.abs() - 1e-3).ceil().max(1.0) as u32;
-    let mut out = Layer::new(nw, nh);
-    let (ncx, ncy) = (nw as f32 / 2.0, nh as f32 / 2.0);
-    for y in 0..nh {
-        for x in 0..nw {
-            let (dx, dy) = (x as f32 + 0.5 - ncx, y as f32 + 0.5 - ncy);
-            // Inverse map: where in the source this output pixel came from.
-            let sx = dx * c + dy * s + w / 2.0 - 0.5;
-            let sy = -dx * s + dy * c + h / 2.0 - 0.5;
-            let (fx, fy) = (sx.floor(), sy.floor());
-            let (tx, ty) = (sx - fx, sy - fy);
-            let (ix, iy) = (fx as i64, fy as i64);
-            let mut p = [0.0f32; 4];
-            for (ox, oy, wt) in [
-                (0, 0, (1.0 - tx) * (1.0 - ty)),
-                (1, 0, tx * (1.0 - ty)),
-                (0, 1, (1.0 - tx) * ty),
-                (1, 1, tx * ty),
-            ] {
-                let q = layer.get(ix + ox, iy + oy);
-                for i in 0..4 {
-                    p[i] += q[i] * wt;
-                }
-            }
-            out.px[y as usize * nw as usize + x as usize] = p;
+impl TextLayout {
+    fn plan(&self, rotate: u32) -> LayerPlan {
+        let drawn = (u64::from(self.size.0), u64::from(self.size.1));
+        let largest_glyph = self.glyphs.iter().map(|g| {
+            let b = g.px_bounds();
+            (b.width() as u64 + 1) * (b.height() as u64 + 1)
+        });
+        LayerPlan::Text {
+            drawn,
+            placed: rotated_size(drawn, rotate),
+            planes: 1 + u64::from(self.shadow > 0),
+            largest_glyph: largest_glyph.max().unwrap_or(0),
         }
+    }
+}
+
+/// One byte of coverage per pixel (0 = none, 255 = full).
+struct Mask {
+    w: u32,
+    h: u32,
+    px: Vec<u8>,
+}
+
+impl Mask {
+    fn new(w: u32, h: u32) -> Mask {
+        Mask {
+            w,
+            h,
+            px: vec![0; w as usize * h as usize],
+        }
+    }
+
+    fn index(&self, x: i64, y: i64) -> Option<usize> {
+        let inside = (0..i64::from(self.w)).contains(&x) && (0..i64::from(self.h)).contains(&y);
+        inside.then(|| y as usize * self.w as usize + x as usize)
+    }
+
+    /// Coverage in 0..=1; none outside the mask.
+    fn get(&self, x: i64, y: i64) -> f32 {
+        self.index(x, y)
+            .map_or(0.0, |i| f32::from(self.px[i]) / 255.0)
+    }
+
+    /// Adds coverage `a` over what is there (as src-over does for alpha).
+    fn paint(&mut self, x: i64, y: i64, a: f32) {
+        let Some(i) = self.index(x, y).filter(|_| a > 0.0) else {
+            return;
+        };
+        let old = f32::from(self.px[i]) / 255.0;
+        self.px[i] = to_u8(a.min(1.0) + old * (1.0 - a.min(1.0)));
+    }
+}
+
+/// A mark ready to composite.
+enum Layer {
+    /// Glyphs of one colour over their shadow (black). Both planes are linear in the
+    /// premultiplied colour, so turning them one by one is turning the mark.
+    Text {
+        color: [f32; 3],
+        /// The glyphs' coverage.
+        ink: Mask,
+        /// The glyphs' and the shadow's coverage together; None without a shadow (the ink's).
+        cover: Option<Mask>,
+    },
+    /// Premultiplied RGBA.
+    Image(RgbaImage),
+}
+
+impl Layer {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Layer::Text { ink, .. } => (ink.w, ink.h),
+            Layer::Image(img) => img.dimensions(),
+        }
+    }
+
+    /// The premultiplied RGBA in 0..=1 at (`x`, `y`), inside the layer.
+    fn premultiplied(&self, x: u32, y: u32) -> [f32; 4] {
+        match self {
+            Layer::Text { color, ink, cover } => {
+                let (x, y) = (i64::from(x), i64::from(y));
+                let a = ink.get(x, y);
+                let alpha = cover.as_ref().map_or(a, |c| c.get(x, y));
+                [color[0] * a, color[1] * a, color[2] * a, alpha]
+            }
+            Layer::Image(img) => img.get_pixel(x, y).0.map(|v| f32::from(v) / 255.0),
+        }
+    }
+}
+
+fn to_u8(v: f32) -> u8 {
+    (v * 255.0 + 0.5).clamp(0.0, 255.0) as u8
+}
+
+/// Draws the laid-out text (and its shadow `size/20` px down-right under it), then turns it
+/// `rotate` degrees clockwise.
+fn render_text(t: &TextMark, layout: &TextLayout) -> Layer {
+    let (w, h) = layout.size;
+    let draw = |offset: u32, alpha: f32| {
+        let mut mask = Mask::new(w, h);
+        for g in &layout.glyphs {
+            let b = g.px_bounds();
+            let (gx, gy) = (
+                (b.min.x - layout.origin.0) as i64 + i64::from(offset),
+                (b.min.y - layout.origin.1) as i64 + i64::from(offset),
+            );
+            g.draw(|x, y, c| mask.paint(gx + i64::from(x), gy + i64::from(y), c * alpha));
+        }
+        mask
+    };
+    let turn = |mask: Mask| match t.rotate {
+        0 => mask,
+        degrees => rotate(&mask, degrees),
+    };
+    let ink = draw(0, 1.0);
+    let cover = (layout.shadow > 0).then(|| {
+        let mut cover = draw(layout.shadow, t.shadow as f32 / 100.0);
+        for (c, &a) in cover.px.iter_mut().zip(&ink.px) {
+            let a = f32::from(a) / 255.0;
+            *c = to_u8(a + f32::from(*c) / 255.0 * (1.0 - a));
+        }
+        cover
+    });
+    // One plane at a time: the unturned cover waits while the ink turns, then turns alone.
+    let ink = turn(ink);
+    Layer::Text {
+        color: t.color.map(|c| f32::from(c) / 255.0),
+        ink,
+        cover: cover.map(turn),
+    }
+}
+
+/// The canvas that holds a `w`×`h` layer turned `degrees`.
+fn rotated_size((w, h): (u64, u64), degrees: u32) -> (u64, u64) {
+    if degrees.is_multiple_of(360) {
+        return (w, h);
+    }
+    let (s, c) = f64::from(degrees).to_radians().sin_cos();
+    let (w, h) = (w as f64, h as f64);
+    // The epsilon keeps 90° turns from gaining a column to rounding error.
+    let side = |v: f64| (v - 1e-3).ceil().max(1.0) as u64;
+    (
+        side(w * c.abs() + h * s.abs()),
+        side(w * s.abs() + h * c.abs()),
+    )
+}
+
+/// Turns the mask `degrees` clockwise onto a canvas that holds all of it (bilinear).
+fn rotate(mask: &Mask, degrees: u32) -> Mask {
+    let (nw, nh) = rotated_size((u64::from(mask.w), u64::from(mask.h)), degrees);
+    // Within the limits (checked from the plan), so within u32.
+    let mut out = Mask::new(nw as u32, nh as u32);
+    let (s, c) = (degrees as f32).to_radians().sin_cos();
+    let (w, h) = (mask.w as f32, mask.h as f32);
+    let (ncx, ncy) = (nw as f32 / 2.0, nh as f32 / 2.0);
+    for (i, p) in out.px.iter_mut().enumerate() {
+        let (x, y) = ((i % nw as usize) as f32, (i / nw as usize) as f32);
+        let (dx, dy) = (x + 0.5 - ncx, y + 0.5 - ncy);
+        // Inverse map: where in the source this output pixel came from.
+        let sx = dx * c + dy * s + w / 2.0 - 0.5;
+        let sy = -dx * s + dy * c + h / 2.0 - 0.5;
+        let (fx, fy) = (sx.floor(), sy.floor());
+        let (tx, ty) = (sx - fx, sy - fy);
+        let (ix, iy) = (fx as i64, fy as i64);
+        let a = mask.get(ix, iy) * (1.0 - tx) * (1.0 - ty)
+            + mask.get(ix + 1, iy) * tx * (1.0 - ty)
+            + mask.get(ix, iy + 1) * (1.0 - tx) * ty
+            + mask.get(ix + 1, iy + 1) * tx * ty;
+        *p = to_u8(a);
     }
     out
 }
@@ -246,26 +392,38 @@ fn load_image(m: &ImageMark, base_w: u32, ctx: &OpContext<'_>) -> Result<Layer> 
     let bytes = ctx.marks.get(&m.path)?;
     let header = super::codec::probe(bytes)?;
     limits.check_source(header.width, header.height, header.frames)?;
+    let plan = plan_image(m, base_w, &header);
+    plan.check(limits)?;
     let mut img = super::codec::decode(bytes, &header, Default::default())?.image;
-    if let Some(p) = m.percent {
-        let w = (u64::from(base_w) * u64::from(p) / 100).max(1);
-        let h = (u64::from(img.height()) * w / u64::from(img.width().max(1))).max(1);
-        limits.check_output(w, h)?;
-        img = super::resize::resample(img, w as u32, h as u32)?;
+    if let LayerPlan::Image { placed, decoded } = plan {
+        if placed != decoded {
+            // Within the limits (checked above), so within u32.
+            img = super::resize::resample(img, placed.0 as u32, placed.1 as u32)?;
+        }
     }
-    Ok(Layer::from_rgba(&img.to_rgba8()))
+    // In place: the layer is the decoded (or scaled) frame, not a copy of it.
+    let mut rgba = img.into_rgba8();
+    for p in rgba.pixels_mut() {
+        let a = u16::from(p[3]);
+        for c in &mut p.0[..3] {
+            *c = ((u16::from(*c) * a + 127) / 255) as u8;
+        }
+    }
+    Ok(Layer::Image(rgba))
 }
 
 /// Src-over of `layer` at (`left`, `top`) scaled by `opacity`; parts outside are clipped.
 fn composite(image: &mut DynamicImage, layer: &Layer, left: i64, top: i64, opacity: f32) {
+    let (lw, lh) = layer.size();
     let x_from = left.max(0);
     let y_from = top.max(0);
-    let x_to = (left + i64::from(layer.w)).min(i64::from(image.width()));
-    let y_to = (top + i64::from(layer.h)).min(i64::from(image.height()));
-    let to_u8 = |v: f32| (v * 255.0 + 0.5).clamp(0.0, 255.0) as u8;
+    let x_to = (left + i64::from(lw)).min(i64::from(image.width()));
+    let y_to = (top + i64::from(lh)).min(i64::from(image.height()));
     for y in y_from..y_to {
         for x in x_from..x_to {
-            let s = layer.get(x - left, y - top).map(|v| v * opacity);
+            let s = layer
+                .premultiplied((x - left) as u32, (y - top) as u32)
+                .map(|v| v * opacity);
             if s[3] <= 0.0 {
                 continue;
             }
@@ -455,5 +613,132 @@ mod tests {
     fn an_image_mark_that_was_not_read_is_not_found() {
         let err = image_mark("other.png", "", plain(50, 50, 128)).unwrap_err();
         assert_eq!(err.errno(), libc::ENOENT);
+    }
+
+    /// 64 CJK characters, the longest text a mark may have.
+    fn long_text() -> String {
+        "水".repeat(64)
+    }
+
+    fn too_large(result: Result<DynamicImage>) -> String {
+        match result {
+            Err(e @ Error::TooLarge(_)) => e.to_string(),
+            Err(e) => panic!("not EFBIG: {e}"),
+            Ok(_) => panic!("succeeded"),
+        }
+    }
+
+    #[test]
+    fn hostile_text_marks_are_efbig_before_drawing() {
+        let settings = Settings::default();
+        let ctx = OpContext {
+            settings: &settings,
+            marks: &Marks::default(),
+            output_alpha: false,
+        };
+        let started = std::time::Instant::now();
+        for (base, rest) in [
+            (400, ",size_200,rotate_45"),
+            (400, ",size_400,rotate_45"),
+            (400, ",size_1000,rotate_45,shadow_100,fill_1"),
+            (1, ",size_1000"),
+        ] {
+            let mark = text(&long_text(), rest);
+            let message = too_large(apply(plain(base, base, 128), &mark, &ctx));
+            assert!(message.contains("watermark layer") && message.contains("16384"));
+        }
+        // Drawing any of them took seconds and gigabytes; the plans take milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_plan_is_the_layer_drawn() {
+        for rest in [
+            ",size_40",
+            ",size_100,rotate_45",
+            ",size_30,rotate_90,shadow_50",
+            ",size_25,rotate_333,shadow_100,fill_1",
+        ] {
+            let WatermarkContent::Text(t) = text("Mark 水印", rest).content else {
+                unreachable!()
+            };
+            let layout = layout_text(&t).unwrap();
+            let LayerPlan::Text { placed, planes, .. } = layout.plan(t.rotate) else {
+                unreachable!()
+            };
+            let Layer::Text { ink, cover, .. } = render_text(&t, &layout) else {
+                unreachable!()
+            };
+            assert_eq!((u64::from(ink.w), u64::from(ink.h)), placed, "{rest}");
+            let drawn_planes = 1 + cover.as_ref().map_or(0, |c| {
+                assert_eq!((c.w, c.h), (ink.w, ink.h));
+                1
+            });
+            assert_eq!(planes, drawn_planes, "{rest}");
+        }
+    }
+
+    /// A PNG that only claims to be `w`×`h`: its header is all the plan may read.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+                }
+            }
+            !crc
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            let body = [kind, data].concat();
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(&body);
+            png.extend(crc32(&body).to_be_bytes());
+        };
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 6, 0, 0, 0]].concat();
+        chunk(b"IHDR", &ihdr);
+        // A stored (uncompressed) deflate block of one row's filter byte, then nothing.
+        chunk(
+            b"IDAT",
+            &[0x78, 0x01, 0x01, 0x01, 0x00, 0xFE, 0xFF, 0x00, 0, 1, 0, 1],
+        );
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn a_huge_image_mark_is_efbig_before_decoding() {
+        let mut marks = Marks::default();
+        marks.insert("huge.png".into(), png_header(8000, 8000));
+        let settings = Settings::default();
+        let ctx = OpContext {
+            settings: &settings,
+            marks: &marks,
+            output_alpha: false,
+        };
+        let mark = parse(&format!("watermark,image_{}", encode_base64("huge.png")));
+        let message = too_large(apply(plain(400, 400, 128), &mark, &ctx));
+        assert!(
+            message.contains("watermark layer would be 8000x8000"),
+            "{message}"
+        );
+        // Scaled to 10 % of the base it would fit: then the (broken) file is decoded.
+        let path = "huge.png?x-oss-process=image/resize,P_10";
+        let mark = parse(&format!("watermark,image_{}", encode_base64(path)));
+        let scaled = apply(plain(400, 400, 128), &mark, &ctx);
+        assert!(matches!(scaled, Err(Error::Decode(_))), "{scaled:?}");
+        let header = crate::pipeline::codec::probe(&png_header(8000, 8000)).unwrap();
+        let WatermarkContent::Image(m) = &mark.content else {
+            unreachable!()
+        };
+        assert_eq!(
+            plan_image(m, 400, &header),
+            LayerPlan::Image {
+                decoded: (8000, 8000),
+                placed: (40, 40)
+            }
+        );
     }
 }
