@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
-use crate::limits::Limits;
+use crate::limits::{Limits, DEFAULT_MAX_SOURCE_BYTES};
+use crate::options::{
+    DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
+};
 use crate::pipeline::{Qualities, Settings};
 use crate::spec::Styles;
 
@@ -45,7 +48,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     /// Memory for converted variants (an LRU bounded in bytes; those of 256 KiB or more are
     /// memory files, one open descriptor each), e.g. 512MiB or 2GB.
-    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    #[arg(long, default_value = DEFAULT_CACHE_SIZE, value_parser = parse_size)]
     pub cache_size: u64,
     /// Conversions run at once (each also uses the encoder's own threads); default: cores.
     #[arg(long, short = 'j')]
@@ -56,13 +59,13 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_size)]
     pub convert_memory: Option<u64>,
     /// Threads answering kernel requests (reads of originals and cached variants).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = DEFAULT_FUSE_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fuse_threads: u16,
     /// Seconds the kernel may cache names and attributes.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DEFAULT_ATTR_TTL.as_secs_f64())]
     pub attr_timeout: f64,
     /// Seconds a failed conversion is remembered before it is tried again.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = DEFAULT_ERROR_TTL.as_secs_f64())]
     pub error_timeout: f64,
     /// Mount options, comma-separated: allow_other, allow_root, and any option mount.fuse
     /// takes (ro and default_permissions are always on).
@@ -97,19 +100,19 @@ pub struct ConvertArgs {
 #[derive(Debug, Args)]
 pub struct ProcessingArgs {
     /// Largest source file read (EFBIG beyond).
-    #[arg(long, default_value = "20MB", value_parser = parse_size, help_heading = "Limits")]
+    #[arg(long, default_value = DEFAULT_MAX_SOURCE_BYTES, value_parser = parse_size, help_heading = "Limits")]
     pub max_source_bytes: u64,
     /// Largest source width or height in pixels.
-    #[arg(long, default_value_t = 30_000, help_heading = "Limits")]
+    #[arg(long, default_value_t = Limits::default().max_source_side, help_heading = "Limits")]
     pub max_source_side: u32,
     /// Largest source width x height x frames.
-    #[arg(long, default_value_t = 250_000_000, help_heading = "Limits")]
+    #[arg(long, default_value_t = Limits::default().max_source_pixels, help_heading = "Limits")]
     pub max_source_pixels: u64,
     /// Largest output width or height.
-    #[arg(long, default_value_t = 16_384, help_heading = "Limits")]
+    #[arg(long, default_value_t = Limits::default().max_output_side, help_heading = "Limits")]
     pub max_output_side: u32,
     /// Largest output width x height.
-    #[arg(long, default_value_t = 16_777_216, help_heading = "Limits")]
+    #[arg(long, default_value_t = Limits::default().max_output_pixels, help_heading = "Limits")]
     pub max_output_pixels: u64,
     /// JPEG quality when the request has none.
     #[arg(long, default_value_t = Qualities::default().jpeg, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
@@ -137,7 +140,8 @@ pub struct ProcessingArgs {
     pub styles_file: Option<PathBuf>,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// A size like 512MiB or 20MB (also the parser of the size defaults, so they read alike).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| format!("'{text}' is not a size like 512MiB: {e}"))
@@ -184,4 +188,32 @@ impl ProcessingArgs {
 /// The clap command, for the man page and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::MountOptions;
+
+    /// Options not given take exactly the values of the Default impls.
+    #[test]
+    fn defaults_are_the_default_impls() {
+        let cli = Cli::try_parse_from(["imgfs", "mount", "src", "mnt"]).unwrap();
+        let Command::Mount(args) = cli.command else {
+            panic!("not a mount");
+        };
+        let options = MountOptions::default();
+        assert_eq!(args.cache_size, options.cache_bytes);
+        assert_eq!(usize::from(args.fuse_threads), options.fuse_threads);
+        assert_eq!(args.attr_timeout, options.attr_ttl.as_secs_f64());
+        assert_eq!(args.error_timeout, options.error_ttl.as_secs_f64());
+        assert_eq!(args.jobs, None);
+        assert_eq!(args.convert_memory, None);
+        assert_eq!(!args.no_passthrough, options.passthrough);
+        let (settings, defaults) = (args.processing.settings(), Settings::default());
+        assert_eq!(settings.limits, defaults.limits);
+        assert_eq!(settings.qualities, defaults.qualities);
+        assert_eq!(settings.heic_preset, defaults.heic_preset);
+        assert_eq!(settings.strip_metadata, defaults.strip_metadata);
+    }
 }

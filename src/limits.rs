@@ -2,7 +2,12 @@
 
 use crate::error::{Error, Result};
 
-/// Defaults are OSS's (x-oss-process.md, "Limits"); every field is a CLI option.
+/// `--max-source-bytes`' default as the command line shows it (OSS's 20 MB); the one place
+/// this default is written.
+pub const DEFAULT_MAX_SOURCE_BYTES: &str = "20MB";
+
+/// Defaults are OSS's (x-oss-process.md, "Limits"); every field is a CLI option, whose
+/// default is read from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest source file read, in bytes.
@@ -20,7 +25,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_source_bytes: 20_000_000,
+            max_source_bytes: crate::cli::parse_size(DEFAULT_MAX_SOURCE_BYTES)
+                .expect("DEFAULT_MAX_SOURCE_BYTES is a size"),
             max_source_side: 30_000,
             max_source_pixels: 250_000_000,
             max_output_side: 16_384,

@@ -34,7 +34,8 @@ fn main() -> ExitCode {
 /// after the first such free (up to 32 MiB), after which they come from the heap and stay in
 /// the process's RSS; a fixed threshold keeps them mmapped, so a free returns them at once.
 fn return_freed_frames() {
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    // SAFETY: mallopt takes no pointer and only retunes glibc's allocator (a value out of range
+    // is refused, not undefined); it runs first in main, before any thread that could allocate.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
@@ -43,20 +44,13 @@ fn return_freed_frames() {
 /// Each open file and each large cached variant (a memory file, see `cache::Stored`) holds
 /// a descriptor; the soft limit is often 1024 while the hard limit allows far more.
 fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid out-pointer and resource.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            // An unlimited hard limit is still capped by fs.nr_open (2^20 by default).
-            let most = limit.rlim_max.min(1 << 20);
-            if limit.rlim_cur < most {
-                limit.rlim_cur = most;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit (None) is still capped by fs.nr_open (2^20 by default).
+    let most = limit.maximum.map_or(1 << 20, |max| max.min(1 << 20));
+    if limit.current.is_some_and(|current| current < most) {
+        limit.current = Some(most);
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }
 
@@ -172,10 +166,6 @@ fn mount(args: MountArgs) -> Result<(), String> {
 }
 
 fn detach(mountpoint: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid C string; MNT_DETACH only removes the mount from the namespace.
-    unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    use rustix::mount::{unmount, UnmountFlags};
+    let _ = unmount(mountpoint, UnmountFlags::DETACH);
 }

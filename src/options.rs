@@ -6,6 +6,15 @@ use std::time::Duration;
 /// Room per job for a 16 MP frame (48 MiB) converted at 1.5 frames and its source.
 pub const CONVERT_MEMORY_PER_JOB: u64 = 80 << 20;
 
+/// `--cache-size`' default, as the command line shows it.
+pub const DEFAULT_CACHE_SIZE: &str = "512MiB";
+/// `--fuse-threads`' default.
+pub const DEFAULT_FUSE_THREADS: u16 = 4;
+/// `--attr-timeout`'s default.
+pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
+/// `--error-timeout`'s default.
+pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     /// The memory cache's budget in bytes, bookkeeping included.
@@ -29,12 +38,13 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
-            cache_bytes: 512 << 20,
+            cache_bytes: crate::cli::parse_size(DEFAULT_CACHE_SIZE)
+                .expect("DEFAULT_CACHE_SIZE is a size"),
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             convert_memory: None,
-            fuse_threads: 4,
-            attr_ttl: Duration::from_secs(1),
-            error_ttl: Duration::from_secs(10),
+            fuse_threads: usize::from(DEFAULT_FUSE_THREADS),
+            attr_ttl: DEFAULT_ATTR_TTL,
+            error_ttl: DEFAULT_ERROR_TTL,
             options: Vec::new(),
             passthrough: true,
         }

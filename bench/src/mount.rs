@@ -3,7 +3,6 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -72,7 +71,8 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !matches!(self.child.try_wait(), Ok(Some(_))) {
             if Instant::now() > deadline {
@@ -138,7 +138,7 @@ pub fn first_read(b: &Bench) -> Res<Vec<Table>> {
 fn read_all(path: &Path, drop: bool, also: Option<&Path>) -> Res<f64> {
     let advise = |p: &Path| -> Res<File> {
         let f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
         Ok(f)
     };
     if drop {

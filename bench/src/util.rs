@@ -57,7 +57,10 @@ pub fn peak_rss(cmd: &mut Command) -> Res<u64> {
 }
 
 fn children_cpu() -> f64 {
+    // SAFETY: rusage is plain integers (timevals and longs), for which all-zero bytes are valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a live, writable rusage and RUSAGE_CHILDREN a valid `who`; getrusage
+    // writes only that struct (and on failure leaves it zero).
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(u.ru_utime) + tv(u.ru_stime)

@@ -8,9 +8,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::FromRawFd;
 
 use memmap2::{Mmap, MmapMut};
+use rustix::fs::{memfd_create, MemfdFlags};
 use tracing::debug;
 
 use crate::pipeline::Output;
@@ -70,15 +70,12 @@ impl Stored {
 /// A memfd holding `bytes`, and a read-only map of it. The bytes are written through the
 /// map, so its pages count in this process's RSS like the heap they replace.
 fn memory_file(bytes: &[u8]) -> io::Result<(File, Mmap)> {
-    // SAFETY: a static C string; the flags are valid for memfd_create.
-    let fd = unsafe { libc::memfd_create(c"imgfs-variant".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = File::from(memfd_create("imgfs-variant", MemfdFlags::CLOEXEC)?);
     file.set_len(bytes.len() as u64)?;
-    // SAFETY: the memfd is private to this process and never resized after this point.
+    // SAFETY: a map is unsound only if its file is written or truncated behind it. This memfd
+    // has no name in any directory (only its owner or root could reopen it through /proc);
+    // after this line it is written only through this map, never resized, and otherwise only
+    // handed to the kernel as the read-only backing file of FUSE passthrough (core/handles.rs).
     let mut map = unsafe { MmapMut::map_mut(&file)? };
     map.copy_from_slice(bytes);
     Ok((file, map.make_read_only()?))

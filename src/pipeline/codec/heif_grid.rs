@@ -26,22 +26,31 @@ pub(super) fn wanted(image: &DynamicImage, format: Format) -> bool {
     format == Format::Heic && !image.color().has_alpha() && w * h > 2 * tile * tile
 }
 
-/// Owns one libheif object; frees it on every path out.
+/// Owns one libheif object; frees it on every path out. Invariant: the pointer is null or an
+/// object libheif made that nothing else frees, and the function is the one releasing it.
 struct Owned<T>(*mut T, unsafe extern "C" fn(*mut T));
 
 impl<T> Drop for Owned<T> {
     fn drop(&mut self) {
         if !self.0.is_null() {
+            // SAFETY: by the invariant, a live object that this Owned alone releases, with
+            // its own release function; drop runs once and the pointer is not used after.
             unsafe { (self.1)(self.0) }
         }
     }
 }
 
+/// # Safety
+/// `image` is a live heif_image that the caller owns and does not use after this call.
 unsafe extern "C" fn release_image(image: *mut lh::heif_image) {
+    // SAFETY: the caller's contract above (Owned::drop: a non-null image it alone owns).
     unsafe { lh::heif_image_release(image) }
 }
 
+/// # Safety
+/// `handle` is a live heif_image_handle that the caller owns and does not use after this call.
 unsafe extern "C" fn release_handle(handle: *mut lh::heif_image_handle) {
+    // SAFETY: the caller's contract above (Owned::drop: a non-null handle it alone owns).
     unsafe { lh::heif_image_handle_release(handle) }
 }
 
@@ -49,7 +58,9 @@ fn check(err: lh::heif_error) -> Result<()> {
     if err.code == lh::heif_error_code_heif_error_Ok {
         return Ok(());
     }
-    // libheif's message is always a valid C string (possibly empty).
+    // SAFETY: libheif sets every error's `message` to a NUL-terminated string, static or in
+    // the error buffer of the object that failed (Error::error_struct); callers pass errors
+    // straight from the call, while that object is alive, and the text is copied here.
     let message = unsafe { CStr::from_ptr(err.message) }.to_string_lossy();
     Err(encode_error(
         Format::Heic,
@@ -73,11 +84,14 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     );
     super::heif::init();
 
+    // SAFETY: no arguments; the new context (or null, checked below) is owned by `ctx` alone.
     let ctx = Owned(unsafe { lh::heif_context_alloc() }, lh::heif_context_free);
     if ctx.0.is_null() {
         return Err(fail("libheif: no context"));
     }
     let mut encoder = Owned(ptr::null_mut(), lh::heif_encoder_release);
+    // SAFETY: `ctx` is a live context; libheif stores a new encoder, owned by `encoder`, in
+    // the out-pointer, or leaves it null and returns an error.
     check(unsafe {
         lh::heif_context_get_encoder_for_format(
             ctx.0,
@@ -85,13 +99,18 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
             &mut encoder.0,
         )
     })?;
+    // SAFETY: the call above succeeded, so `encoder` holds a live encoder.
     check(unsafe { lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(request.quality)) })?;
     let preset = CString::new(request.heic_preset).map_err(|e| encode_error(Format::Heic, e))?;
+    // SAFETY: a live encoder and two NUL-terminated strings that outlive the call (libheif
+    // copies the value).
     check(unsafe {
         lh::heif_encoder_set_parameter_string(encoder.0, c"preset".as_ptr(), preset.as_ptr())
     })?;
 
     let mut grid = Owned(ptr::null_mut(), release_handle);
+    // SAFETY: a live context; null options mean libheif's defaults; the new grid handle (or
+    // null on error) goes to the out-pointer, owned by `grid`.
     check(unsafe {
         lh::heif_context_add_grid_image(
             ctx.0,
@@ -108,6 +127,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
         for tx in 0..columns {
             let tile = Owned(new_tile(tile_w, tile_h)?, release_image);
             let mut stride = 0;
+            // SAFETY: `tile` is a live image that new_tile gave an interleaved plane; libheif
+            // returns that plane (or null, checked below) and writes its stride.
             let plane = unsafe {
                 lh::heif_image_get_plane(
                     tile.0,
@@ -126,7 +147,9 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                 let src_y = (y0 + y).min(height - 1);
                 let start = (src_y as usize * width as usize + x0 as usize) * 3;
                 let src = &rgb.as_raw()[start..start + inside];
-                // SAFETY: the plane has tile_h rows of `stride` ≥ tile_w × 3 bytes.
+                // SAFETY: the plane was added as tile_w × tile_h 8-bit interleaved RGB, so it has
+                // tile_h rows (y < tile_h) of `stride` ≥ tile_w × 3 = row_bytes bytes; nothing
+                // else reads or writes it while `dst` lives.
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(plane.add(y as usize * stride), row_bytes)
                 };
@@ -137,6 +160,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                 }
             }
             if let Some(icc) = request.icc {
+                // SAFETY: a live image; the type is a NUL-terminated string and `icc` is valid
+                // for icc.len() bytes during the call (libheif copies the profile).
                 check(unsafe {
                     lh::heif_image_set_raw_color_profile(
                         tile.0,
@@ -146,6 +171,9 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                     )
                 })?;
             }
+            // SAFETY: live context, grid handle (made by this context), tile image and
+            // encoder; tx < columns and ty < rows of the grid. libheif encodes the tile during
+            // the call and keeps nothing that `tile`'s release frees (pixels are refcounted).
             check(unsafe {
                 lh::heif_context_add_image_tile(ctx.0, grid.0, tx, ty, tile.0, encoder.0)
             })?;
@@ -153,6 +181,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     }
     if let Some(exif) = request.exif {
         let len = i32::try_from(exif.len()).map_err(|_| fail("EXIF too large"))?;
+        // SAFETY: live context and grid handle; `exif` is valid for `len` bytes during the
+        // call (libheif copies them).
         check(unsafe {
             lh::heif_context_add_exif_metadata(ctx.0, grid.0, exif.as_ptr().cast(), len)
         })?;
@@ -162,6 +192,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
         writer_api_version: 1,
         write: Some(append),
     };
+    // SAFETY: a live context; `writer` and `bytes` outlive the call and nothing else touches
+    // `bytes` during it, so `append` may take the userdata as its `&mut Vec<u8>`.
     check(unsafe {
         lh::heif_context_write(ctx.0, &mut writer, (&mut bytes as *mut Vec<u8>).cast())
     })?;
@@ -170,6 +202,8 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
 
 fn new_tile(width: u32, height: u32) -> Result<*mut lh::heif_image> {
     let mut image = ptr::null_mut();
+    // SAFETY: plain values (tile sides ≤ TILE + 15, so the casts are exact) and an
+    // out-pointer, which gets a new image owned here, or stays null on error.
     check(unsafe {
         lh::heif_image_create(
             width as i32,
@@ -179,6 +213,7 @@ fn new_tile(width: u32, height: u32) -> Result<*mut lh::heif_image> {
             &mut image,
         )
     })?;
+    // SAFETY: `image` is the live image just created, of these sides.
     let added = unsafe {
         lh::heif_image_add_plane(
             image,
@@ -189,6 +224,7 @@ fn new_tile(width: u32, height: u32) -> Result<*mut lh::heif_image> {
         )
     };
     if let Err(e) = check(added) {
+        // SAFETY: the image is ours alone (not yet returned) and is not used after this.
         unsafe { lh::heif_image_release(image) };
         return Err(e);
     }
@@ -196,15 +232,22 @@ fn new_tile(width: u32, height: u32) -> Result<*mut lh::heif_image> {
 }
 
 /// heif_writer callback: appends to the `Vec<u8>` behind `userdata`.
+///
+/// # Safety
+/// `userdata` is a `*mut Vec<u8>` that nothing else uses during the call, and `data` is
+/// readable for `size` bytes (heif_context_write, with `encode`'s arguments, guarantees both).
 unsafe extern "C" fn append(
     _ctx: *mut lh::heif_context,
     data: *const c_void,
     size: usize,
     userdata: *mut c_void,
 ) -> lh::heif_error {
-    // SAFETY: `userdata` is the &mut Vec<u8> passed to heif_context_write above.
+    // SAFETY: the contract above: an exclusive, live Vec<u8>.
     let bytes = unsafe { &mut *userdata.cast::<Vec<u8>>() };
-    bytes.extend_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) });
+    if size > 0 {
+        // SAFETY: the contract above: `size` readable bytes at `data`, non-null as size > 0.
+        bytes.extend_from_slice(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size) });
+    }
     lh::heif_error {
         code: lh::heif_error_code_heif_error_Ok,
         subcode: lh::heif_suberror_code_heif_suberror_Unspecified,

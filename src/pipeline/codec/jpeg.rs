@@ -247,7 +247,11 @@ fn rgb_to_yuv420(rgb: &image::RgbImage) -> Result<Vec<u8>> {
     let len = turbojpeg::yuv_pixels_len(width, 1, height, Subsamp::Sub2x2)
         .map_err(|e| encode_error(Format::Jpeg, e))?;
     let mut yuv = vec![0u8; len];
-    // SAFETY: a fresh handle, destroyed below; `yuv` has tj3YUVBufSize bytes for this geometry.
+    let pitch = i32::try_from(width * 3).map_err(|_| fail("image too wide"))?;
+    // SAFETY: the handle is used only between its null check and tj3Destroy, once. The source
+    // is an RgbImage: exactly `height` rows of `pitch` = width × 3 bytes; yuv_pixels_len
+    // checked that width and height fit an i32 (so the casts are exact), and `yuv` has the
+    // tj3YUVBufSize(width, 1, height, 4:2:0) bytes that tj3EncodeYUV8 writes with align 1.
     let status = unsafe {
         let handle = raw::tj3Init(raw::TJINIT_TJINIT_COMPRESS as i32);
         if handle.is_null() {
@@ -263,7 +267,7 @@ fn rgb_to_yuv420(rgb: &image::RgbImage) -> Result<Vec<u8>> {
                 handle,
                 rgb.as_ptr(),
                 width as i32,
-                (width * 3) as i32,
+                pitch,
                 height as i32,
                 raw::TJPF_TJPF_RGB,
                 yuv.as_mut_ptr(),

@@ -21,6 +21,8 @@ struct Picture(sys::WebPPicture);
 
 impl Drop for Picture {
     fn drop(&mut self) {
+        // SAFETY: a Picture is only made from WebPPicture::new (WebPPictureInit), so its planes
+        // are null or libwebp's own allocations, which only this drop frees.
         unsafe { sys::WebPPictureFree(&mut self.0) }
     }
 }
@@ -30,6 +32,8 @@ struct Writer(sys::WebPMemoryWriter);
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        // SAFETY: a Writer is only made by WebPMemoryWriterInit, so `mem` is null or libwebp's
+        // own buffer (grown by WebPMemoryWrite), which only this drop frees.
         unsafe { sys::WebPMemoryWriterClear(&mut self.0) }
     }
 }
@@ -41,18 +45,28 @@ pub(super) fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result
     config.method = METHOD;
     // Multi-threaded analysis: same bytes, less wall time (cwebp -mt).
     config.thread_level = 1;
+    // SAFETY: `config` is a live WebPConfig set up by WebPConfigInit; libwebp only reads it.
     if unsafe { sys::WebPValidateConfig(&config) } == 0 {
         return Err(fail("invalid libwebp config"));
     }
 
+    // libwebp's own bound (WebPEncode refuses more); it also keeps the i32 casts below exact.
+    let most = sys::WEBP_MAX_DIMENSION;
+    if image.width() > most || image.height() > most {
+        return Err(fail("more than 16383 px per side"));
+    }
     let mut picture = Picture(sys::WebPPicture::new().map_err(|()| fail("libwebp picture"))?);
     picture.0.use_argb = 0;
     picture.0.width = image.width() as i32;
     picture.0.height = image.height() as i32;
     let imported = match &image {
+        // SAFETY: the picture's width and height are the image's (≤ 16383, so the casts are
+        // exact) and an RgbaImage holds exactly height rows of width × 4 bytes, the stride
+        // given: libwebp reads `height` rows of `stride` bytes, all inside the buffer.
         DynamicImage::ImageRgba8(rgba) => unsafe {
             sys::WebPPictureImportRGBA(&mut picture.0, rgba.as_ptr(), rgba.width() as i32 * 4)
         },
+        // SAFETY: as above, with an RgbImage's rows of width × 3 bytes.
         DynamicImage::ImageRgb8(rgb) => unsafe {
             sys::WebPPictureImportRGB(&mut picture.0, rgb.as_ptr(), rgb.width() as i32 * 3)
         },
@@ -63,18 +77,25 @@ pub(super) fn encode(image: DynamicImage, request: &EncodeRequest<'_>) -> Result
     }
     drop(image);
 
+    // SAFETY: WebPMemoryWriterInit sets mem, size and max_size; `pad`, which it leaves alone,
+    // is zeroed first, so every field is initialised before assume_init.
     let mut writer = Writer(unsafe {
-        let mut writer = std::mem::MaybeUninit::uninit();
+        let mut writer = std::mem::MaybeUninit::zeroed();
         sys::WebPMemoryWriterInit(writer.as_mut_ptr());
         writer.assume_init()
     });
     picture.0.writer = Some(sys::WebPMemoryWrite);
     picture.0.custom_ptr = (&mut writer.0 as *mut sys::WebPMemoryWriter).cast();
+    // SAFETY: config is validated and the picture imported above; libwebp's own writer,
+    // WebPMemoryWrite, gets `custom_ptr` = &mut writer.0, a WebPMemoryWriter that stays in
+    // place (it is not moved) and is not otherwise touched until WebPEncode returns.
     if unsafe { sys::WebPEncode(&config, &mut picture.0) } == 0 {
         let code = picture.0.error_code;
         return Err(encode_error(Format::Webp, format!("libwebp: {code:?}")));
     }
-    // SAFETY: the writer holds `size` bytes at `mem` until it is cleared on drop.
+    // SAFETY: after a successful encode WebPMemoryWrite has appended the whole file (never
+    // empty, so `mem` is non-null) and `mem` holds `size` initialised bytes; the slice is
+    // used only while `writer`, whose drop frees them, is alive and unchanged.
     let memory = unsafe { std::slice::from_raw_parts(writer.0.mem, writer.0.size) };
     if request.icc.is_none() && request.exif.is_none() {
         return Ok(memory.to_vec());
