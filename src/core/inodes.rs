@@ -231,17 +231,7 @@ mod tests {
         Meta {
             dev,
             ino,
-            mode: libc::S_IFREG | 0o644,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            size: 0,
-            blksize: 4096,
-            blocks: 0,
-            atime: (0, 0),
-            mtime: (0, 0),
-            ctime: (0, 0),
+            ..Meta::example(libc::S_IFREG | 0o644, 0, 0)
         }
     }
 

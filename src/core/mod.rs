@@ -200,7 +200,12 @@ impl ImgFs {
         let dropped = self.inodes().forget(ino, count);
         // The kernel forgets in bulk (memory pressure, drop_caches): give the freed nodes'
         // memory back now and then, not only after the next conversion.
-        if dropped && self.forgotten.fetch_add(1, Ordering::Relaxed) % FORGOTTEN_PER_TRIM == 0 {
+        if dropped
+            && self
+                .forgotten
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(FORGOTTEN_PER_TRIM)
+        {
             crate::convert::return_freed_memory();
         }
     }

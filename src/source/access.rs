@@ -86,21 +86,7 @@ mod tests {
     use super::*;
 
     fn meta(mode: u32, uid: u32, gid: u32) -> Meta {
-        Meta {
-            dev: 1,
-            ino: 1,
-            mode,
-            nlink: 1,
-            uid,
-            gid,
-            rdev: 0,
-            size: 0,
-            blksize: 4096,
-            blocks: 0,
-            atime: (0, 0),
-            mtime: (0, 0),
-            ctime: (0, 0),
-        }
+        Meta::example(mode, uid, gid)
     }
 
     #[test]

@@ -67,6 +67,28 @@ impl Meta {
     }
 }
 
+#[cfg(test)]
+impl Meta {
+    /// A status for tests: `mode` (type bits included), owner and group; the rest plain.
+    pub fn example(mode: u32, uid: u32, gid: u32) -> Meta {
+        Meta {
+            dev: 1,
+            ino: 2,
+            mode,
+            nlink: 1,
+            uid,
+            gid,
+            rdev: 0,
+            size: 0,
+            blksize: 4096,
+            blocks: 0,
+            atime: (0, 0),
+            mtime: (0, 0),
+            ctime: (0, 0),
+        }
+    }
+}
+
 /// One file's identity: when any of it changes, what was made from the file is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Identity {
