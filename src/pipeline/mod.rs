@@ -17,7 +17,7 @@ use image::{DynamicImage, GenericImageView};
 
 use crate::error::{Error, Result};
 use crate::limits::Limits;
-use crate::spec::{Format, Op, Output as OutputKind, Quality, Spec, WatermarkContent};
+use crate::spec::{Format, Op, OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
 use memory::{MarkSource, MemoryGate, Reservation};
 

@@ -107,7 +107,7 @@ pub enum Quality {
 
 /// What the request returns: an image, or a JSON description of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+pub enum OutputKind {
     Image,
     /// `info`: JSON with FileSize, Format, FrameCount, ImageHeight, ImageWidth and EXIF.
     Info,
@@ -125,7 +125,7 @@ pub struct Spec {
     pub interlace: bool,
     /// `auto-orient`: apply EXIF Orientation at decode (default on).
     pub auto_orient: bool,
-    pub output: Output,
+    pub output: OutputKind,
 }
 
 impl Default for Spec {
@@ -136,7 +136,7 @@ impl Default for Spec {
             quality: None,
             interlace: false,
             auto_orient: true,
-            output: Output::Image,
+            output: OutputKind::Image,
         }
     }
 }
@@ -222,16 +222,16 @@ impl Spec {
             parts.push("interlace,1".into());
         }
         match self.output {
-            Output::Image => {}
-            Output::Info => parts.push("info".into()),
-            Output::AverageHue => parts.push("average-hue".into()),
+            OutputKind::Image => {}
+            OutputKind::Info => parts.push("info".into()),
+            OutputKind::AverageHue => parts.push("average-hue".into()),
         }
         parts.join("@")
     }
 
     /// Whether pixels must be decoded at all (a bare `info` reads only the header).
     pub fn needs_pixels(&self) -> bool {
-        self.output != Output::Info
+        self.output != OutputKind::Info
             || !self.ops.is_empty()
             || self.format.is_some()
             || self.quality.is_some()
@@ -328,9 +328,9 @@ impl Builder {
                     return Err(Error::spec(format!("{name}: takes no arguments")));
                 }
                 self.spec.output = if name == "info" {
-                    Output::Info
+                    OutputKind::Info
                 } else {
-                    Output::AverageHue
+                    OutputKind::AverageHue
                 };
             }
             "style" => {

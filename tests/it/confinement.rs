@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{errno_of, Mount};
+use crate::common::{self, errno_of, Mount};
 use base64::Engine;
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
@@ -203,4 +203,80 @@ fn names_the_kernel_forgets_leave_no_memory_behind() {
     );
     // A name asked again is served again.
     assert!(fs::metadata(m.path("a.png@resize,w_5,h_5")).is_ok());
+}
+
+/// The mount's peak resident memory (VmHWM), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn hostile_watermarks_are_refused_within_the_mounts_memory_bounds() {
+    // Each of these took hundreds of MB to GBs (or the mount, OOM-killed) before layers were
+    // bounded and counted: CJK text at size 100/200/400 turned 45°, size 1000 on a 1×1
+    // image, an 8000×8000 PNG mark.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    mode(dir.path(), 0o755);
+    png(&src.join("base.png"), 400, 400, [200, 200, 200]);
+    png(&src.join("dot.png"), 1, 1, [0, 0, 0]);
+    image::GrayImage::new(8000, 8000)
+        .save(src.join("huge.png"))
+        .unwrap();
+    let mut child = Command::new(common::bin())
+        .args(["mount", src.to_str().unwrap(), mnt.to_str().unwrap()])
+        .args([
+            "--cache-size",
+            "64MiB",
+            "--jobs",
+            "2",
+            "--convert-memory",
+            "160MiB",
+        ])
+        .args(["-o", "allow_other"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !common::is_mounted(&mnt) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 48 CJK characters: as many as a name of at most 255 bytes holds beside the rest.
+    let text = b64(&"水".repeat(48));
+    let text_mark =
+        |image: &str, rest: &str| format!("{image}@watermark,text_{text}{rest}@format,png");
+    for (name, expected) in [
+        (text_mark("base.png", ",size_200,rotate_45"), libc::EFBIG),
+        (text_mark("base.png", ",size_400,rotate_45"), libc::EFBIG),
+        (text_mark("dot.png", ",size_1000"), libc::EFBIG),
+        (
+            format!("base.png@watermark,image_{}@format,png", b64("huge.png")),
+            libc::EFBIG,
+        ),
+        (text_mark("base.png", ",size_100,rotate_45"), 0),
+        (text_mark("base.png", ",size_40,fill_1,shadow_50"), 0),
+    ] {
+        // As nobody: anyone who may read one photo may send these.
+        let out = cat_as_nobody(&mnt.join(&name));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match expected {
+            0 => assert!(out.status.success(), "{name}: {stderr}"),
+            _ => assert!(stderr.contains("File too large"), "{name}: {stderr}"),
+        }
+    }
+    let peak_mib = peak_kib(child.id()) / 1024;
+    println!("peak of the mount: {peak_mib} MiB");
+    // Cache + conversion budget + the process itself (fonts, code, threads).
+    assert!(peak_mib < 64 + 160 + 48, "peak {peak_mib} MiB");
+    assert!(
+        fs::read(mnt.join("base.png@format,webp")).is_ok(),
+        "the mount is up"
+    );
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = child.wait();
 }
