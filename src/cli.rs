@@ -126,7 +126,7 @@ pub struct ProcessingArgs {
     /// AVIF quality when the request has none.
     #[arg(long, default_value_t = Qualities::default().avif, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub avif_quality: u8,
-    /// x265 preset of HEIC encodes: faster presets trade bytes for time (README, "Benchmark").
+    /// x265 preset of HEIC encodes: faster presets trade bytes for time (docs/benchmarks.md).
     #[arg(long, default_value = crate::pipeline::codec::DEFAULT_X265_PRESET, value_parser = clap::builder::PossibleValuesParser::new(crate::pipeline::codec::X265_PRESETS), help_heading = "Qualities")]
     pub heic_preset: String,
     /// Drop EXIF from outputs (ICC colour profiles are always kept).

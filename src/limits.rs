@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 /// this default is written.
 pub const DEFAULT_MAX_SOURCE_BYTES: &str = "20MB";
 
-/// Defaults are OSS's (x-oss-process.md, "Limits"); every field is a CLI option, whose
+/// Defaults are OSS's (docs/operations.md, "Limits"); every field is a CLI option, whose
 /// default is read from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

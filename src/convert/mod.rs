@@ -172,7 +172,7 @@ fn log_outcome(name: &Path, result: &Result<Stored>, started: Instant) {
 
 /// glibc keeps the small blocks a conversion freed (codec tables, rows, x265 and libwebp
 /// thread state) in per-thread arenas; trimming after each conversion gives them back, so
-/// the mount's RSS falls to the cache and what runs (README, "Memory").
+/// the mount's RSS falls to the cache and what runs (README, "Cache and concurrency").
 pub(crate) fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and touches only chunks already free: it locks each

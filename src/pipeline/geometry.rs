@@ -51,7 +51,7 @@ fn index_crop(image: DynamicImage, c: &IndexCrop) -> DynamicImage {
     let side = if c.axis == Axis::X { w } else { h };
     let start = u64::from(c.index) * u64::from(c.size);
     if start >= u64::from(side) {
-        // Past the last slice: unchanged (x-oss-process.md).
+        // Past the last slice: unchanged (docs/operations.md).
         return image;
     }
     let start = start as u32;

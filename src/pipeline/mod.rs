@@ -21,7 +21,7 @@ use crate::spec::{Format, Op, OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
 use memory::{MarkSource, MemoryGate, Reservation};
 
-/// Default quality per lossy format when the request has no `quality` (README, "Qualities").
+/// Default quality per lossy format when the request has no `quality` (docs/benchmarks.md, "Default qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Qualities {
     pub jpeg: u8,
@@ -263,7 +263,7 @@ fn encode_quality(
             Some(source_q) if header.format == Format::Jpeg => {
                 ((u32::from(source_q) * u32::from(percent) + 50) / 100).clamp(1, 100) as u8
             }
-            // For non-JPEG sources `q` acts as `Q` (x-oss-process.md).
+            // For non-JPEG sources `q` acts as `Q` (docs/operations.md).
             _ => percent,
         },
         None => settings.qualities.of(format),

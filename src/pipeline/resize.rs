@@ -1,4 +1,4 @@
-//! `resize`: the five modes of x-oss-process.md, planned in integers, resampled with SIMD.
+//! `resize`: the five modes of docs/operations.md, planned in integers, resampled with SIMD.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, MulDiv, PixelType, ResizeAlg, ResizeOptions, Resizer};

@@ -307,7 +307,7 @@ impl Builder {
                 let a = args::KeyedArgs::parse(name, &args, &["q", "Q"])?;
                 let absolute = a.uint("Q", 1, 100)?;
                 let relative = a.uint("q", 1, 100)?;
-                // `Q` wins if both are given (x-oss-process.md).
+                // `Q` wins if both are given (docs/operations.md).
                 self.spec.quality = match (absolute, relative) {
                     (Some(q), _) => Some(Quality::Absolute(q as u8)),
                     (None, Some(q)) => Some(Quality::Relative(q as u8)),

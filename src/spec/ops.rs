@@ -362,7 +362,7 @@ fn parse_resize(args: &[&str]) -> Result<Resize> {
         Some(color) if mode == ResizeMode::Pad => color,
         _ => [255, 255, 255],
     };
-    // Precedence of x-oss-process.md: w/h first, then l/s, then p.
+    // Precedence of docs/operations.md: w/h first, then l/s, then p.
     let target = if w.is_some() || h.is_some() {
         ResizeTarget::Box { w, h }
     } else if l.is_some() || s.is_some() {
@@ -399,7 +399,7 @@ fn parse_indexcrop(args: &[&str]) -> Result<IndexCrop> {
     let a = KeyedArgs::parse("indexcrop", args, &["x", "y", "i"])?;
     let index = a.uint("i", 0, MAX_COORD)?.unwrap_or(0);
     let (x, y) = (a.uint("x", 1, MAX_COORD)?, a.uint("y", 1, MAX_COORD)?);
-    // `y` wins if both are given (x-oss-process.md).
+    // `y` wins if both are given (docs/operations.md).
     let (axis, size) = match (x, y) {
         (_, Some(y)) => (Axis::Y, y),
         (Some(x), None) => (Axis::X, x),

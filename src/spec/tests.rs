@@ -266,7 +266,7 @@ fn watermark_values_decode() {
 
 #[test]
 fn gravity_origins_follow_the_grammar() {
-    // x-oss-process.md: north (W/2-w/2, 0), center (W/2-w/2, H/2-h/2), se (W-w, H-h).
+    // docs/operations.md: north (W/2-w/2, 0), center (W/2-w/2, H/2-h/2), se (W-w, H-h).
     assert_eq!(Gravity::North.origin(400, 300, 100, 50), (150, 0));
     assert_eq!(Gravity::Center.origin(400, 300, 100, 50), (150, 125));
     assert_eq!(Gravity::SouthEast.origin(400, 300, 100, 50), (300, 250));

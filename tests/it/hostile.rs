@@ -1,4 +1,4 @@
-//! Hostile sources and names: every one answers its errno from filesystem.md ("Errors"),
+//! Hostile sources and names: every one answers its errno from docs/filesystem.md ("Errors"),
 //! nothing is allocated for a header that lies about its size, the mount stays up, and the
 //! source tree is byte-for-byte the same afterwards. Also the security rules of "Names":
 //! symlinks out of the root, permissions with allow_other, watermark paths.
@@ -886,7 +886,7 @@ fn long_names_and_names_with_at_spaces_and_unicode() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Security (filesystem.md, "Names"; x-oss-process.md, watermark `image_`).
+// Security (docs/filesystem.md, "Names"; docs/operations.md, watermark `image_`).
 
 /// inotify watch for opens and reads of `path`; `events()` drains what happened since.
 struct Watch(std::fs::File);

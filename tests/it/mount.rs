@@ -1,4 +1,4 @@
-//! The filesystem contract (../shared/filesystem.md), through a real mount and the kernel.
+//! The filesystem contract (docs/filesystem.md), through a real mount and the kernel.
 //! Every test mounts: root and `/dev/fuse` needed.
 
 use std::fs;

@@ -1,4 +1,4 @@
-//! Every operation of x-oss-process.md, run by the library (`pipeline::convert`) on a
+//! Every operation of docs/operations.md, run by the library (`pipeline::convert`) on a
 //! temporary source directory, so no root is needed: a conformance table of (variant,
 //! expected output or errno), pixel checks decoded by ImageMagick, and animated GIF/WebP
 //! round trips counted in frames by identify and webpmux.
@@ -82,7 +82,7 @@ fn styles() -> Styles {
 
 /// Writes the table's sources into `src`.
 fn make_sources(src: &Path) {
-    // x-oss-process.md's 400×267 photo, and the same stored turned (EXIF Orientation 6).
+    // docs/operations.md's 400×267 photo, and the same stored turned (EXIF Orientation 6).
     make_jpeg(&src.join("photo.jpg"), 400, 267);
     make_jpeg(&src.join("turned.jpg"), 400, 267);
     run("sh", &["-c", SOURCES, src.to_str().unwrap()]);

@@ -29,7 +29,7 @@ pub const X265_PRESETS: [&str; 10] = [
     "veryslow",
     "placebo",
 ];
-/// Chosen by measurement (README, "Benchmark"): on 9–20 MP photos at q50, 0.4–0.5× superfast's
+/// Chosen by measurement (docs/benchmarks.md, "x265 presets"): on 9–20 MP photos at q50, 0.4–0.5× superfast's
 /// time at -1% to +7% bytes and SSIMULACRA2 within 1%; at equal score as small as superfast.
 pub const DEFAULT_X265_PRESET: &str = "ultrafast";
 /// libaom speed for AVIF (0 slowest .. 9 fastest).

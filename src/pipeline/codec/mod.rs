@@ -185,7 +185,7 @@ fn normalize(image: DynamicImage) -> DynamicImage {
     }
 }
 
-/// Transparency into a format without alpha is composited on white (x-oss-process.md).
+/// Transparency into a format without alpha is composited on white (docs/operations.md).
 pub fn flatten_on_white(image: &DynamicImage) -> DynamicImage {
     let rgba = image.to_rgba8();
     let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());

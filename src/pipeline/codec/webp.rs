@@ -13,7 +13,7 @@ use super::{encode_error, EncodeRequest};
 use crate::error::Result;
 use crate::spec::Format;
 
-/// libwebp's slowest, smallest setting (x-oss-process.md: "WebP M6").
+/// libwebp's slowest, smallest setting (docs/operations.md: "WebP M6").
 pub const METHOD: i32 = 6;
 
 /// A libwebp picture that frees its planes on drop.

@@ -148,7 +148,7 @@ pub fn run(program: &str, args: &[&str]) -> Vec<u8> {
 pub const MAGICK: &str = "/usr/bin/convert";
 pub const IDENTIFY: &str = "/usr/bin/identify";
 
-/// A 400×267 photo-like JPEG (the size of x-oss-process.md's examples).
+/// A 400×267 photo-like JPEG (the size of docs/operations.md's examples).
 pub fn make_jpeg(path: &Path, width: u32, height: u32) {
     let size = format!("{width}x{height}");
     run(
