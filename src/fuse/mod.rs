@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -82,7 +82,7 @@ pub fn mount(
 /// the very request that noticed a change (a notice can block until it is answered), so a
 /// request thread must not send it, and one thread, not one per notice, bounds the cost.
 struct Invalidator {
-    queue: Mutex<Sender<(u64, OsString)>>,
+    queue: Sender<(u64, OsString)>,
 }
 
 impl Invalidator {
@@ -95,16 +95,14 @@ impl Invalidator {
                     send(parent, &name);
                 }
             })?;
-        Ok(Invalidator {
-            queue: Mutex::new(queue),
-        })
+        Ok(Invalidator { queue })
     }
 }
 
 impl Kernel for Invalidator {
     fn forget_entry(&self, parent: u64, name: &OsStr) {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = queue.send((parent, name.to_os_string()));
+        // The thread lives as long as the mount; once it is gone, nothing is left to tell.
+        let _ = self.queue.send((parent, name.to_os_string()));
     }
 }
 
