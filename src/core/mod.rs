@@ -15,9 +15,7 @@ mod variants;
 mod tests;
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -30,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::options::MountOptions;
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::Settings;
-use crate::source::{Caller, Meta, Root};
+use crate::source::{read_range, Caller, Meta, Root};
 use crate::spec::Styles;
 
 pub use attr::Attr;
@@ -254,7 +252,9 @@ impl ImgFs {
                 let end = start.saturating_add(size as usize).min(len);
                 Ok(Data::Variant(out, start..end))
             }
-            Some(OpenFile::Source(file)) => read_at(&file, offset, size).map(Data::Owned),
+            Some(OpenFile::Source(file)) => read_range(&file, offset, size)
+                .map(Data::Owned)
+                .map_err(|e| Error::io("read", e)),
             None => Err(Error::NotFound(format!("file handle {fh}: not open"))),
         }
     }
@@ -383,22 +383,6 @@ impl ImgFs {
     pub fn memory_gate(&self) -> &Arc<MemoryGate> {
         self.converter.memory_gate()
     }
-}
-
-/// Reads up to `size` bytes at `offset`, fewer only at the end of the file.
-fn read_at(file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(Error::io("read", err)),
-        }
-    }
-    buf.truncate(filled);
-    Ok(buf)
 }
 
 /// One log line for an error a request ends with before any conversion (the converter

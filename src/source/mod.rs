@@ -4,7 +4,8 @@
 //! symlink while mounted; and every file a variant is made from is judged readable by the
 //! caller, as the kernel would judge it through the mount.
 //!
-//! [`Root`] opens entries; [`Caller`] is who asks; [`read_file`] reads one version of a file.
+//! [`Root`] opens entries; [`Caller`] is who asks; [`read_file`] reads one version of a
+//! file, [`read_range`] a part of one.
 
 mod access;
 mod meta;
@@ -13,5 +14,5 @@ mod root;
 
 pub use access::Caller;
 pub use meta::{Identity, Meta};
-pub use read::read_file;
+pub use read::{read_file, read_range};
 pub use root::{Found, Links, Root};

@@ -52,6 +52,15 @@ pub fn read_file(file: &File, name: &Path, limits: &Limits) -> Result<(Vec<u8>, 
     )))
 }
 
+/// Up to `len` bytes of `file` from `offset`, fewer only at its end (a read of an original).
+pub fn read_range(file: &File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len as usize);
+    Positioned { file, at: offset }
+        .take(u64::from(len))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads from an offset with pread, so a file shared by several readers needs no seek.
 struct Positioned<'a> {
     file: &'a File,
