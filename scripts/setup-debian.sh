@@ -8,7 +8,7 @@ set -euo pipefail
 # encoder) and dav1d (AV1 decoder); libjpeg-turbo 3 is built from source with nasm (SIMD).
 BUILD="build-essential cmake nasm pkg-config libx265-dev libde265-dev libnuma-dev libaom-dev libdav1d-dev fuse3"
 # Tests: independent decoders, a real web server, a load tool, the CJK watermark font.
-TEST="libheif-examples webp imagemagick nginx curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc"
+TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc"
 # Benchmark: the reference tools and real photos.
 BENCH="libvips-tools hyperfine lomiri-wallpapers-20.04"
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand};
 
+use crate::error::Errnos;
 use crate::limits::{Limits, DEFAULT_MAX_SOURCE_BYTES};
 use crate::options::{
     DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
@@ -38,6 +39,14 @@ pub enum Command {
     Mount(MountArgs),
     /// Convert one file with a spec, without a mount.
     Convert(ConvertArgs),
+    /// Print a mount's metrics readably (MOUNTPOINT/.imgfs/metrics is the Prometheus text).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Where imgfs is mounted.
+    pub mountpoint: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -75,6 +84,12 @@ pub struct MountArgs {
     /// passthrough (the kernel reading the source file, or the variant's memory file, itself).
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Errnos of failed requests: `precise` (EINVAL bad spec, EFBIG over a limit, EIO not an
+    /// image) for shells; `web` answers every error of the request with ENOENT, so nginx,
+    /// caddy and python's http.server answer 404 instead of 500 (README, "Serving to
+    /// browsers"); EACCES (403) and failures of the machine (EIO, 500) stay.
+    #[arg(long, value_enum, default_value_t = Errnos::default())]
+    pub errors: Errnos,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }
@@ -210,6 +225,7 @@ mod tests {
         assert_eq!(args.jobs, None);
         assert_eq!(args.convert_memory, None);
         assert_eq!(!args.no_passthrough, options.passthrough);
+        assert_eq!(args.errors, options.errors);
         let (settings, defaults) = (args.processing.settings(), Settings::default());
         assert_eq!(settings.limits, defaults.limits);
         assert_eq!(settings.qualities, defaults.qualities);

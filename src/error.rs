@@ -42,6 +42,32 @@ pub enum Error {
     Io { errno: i32, message: String },
 }
 
+/// How errors are told to the kernel (`--errors`): every kind its own errno for people at
+/// a shell, or the errnos web servers answer with a 4xx (docs/filesystem.md, "Errors").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Errnos {
+    /// EINVAL for a bad spec, EFBIG over a limit, EIO for a file that is not an image.
+    #[default]
+    Precise,
+    /// ENOENT for every error of the request (404 through nginx, caddy, python), EACCES
+    /// for a forbidden one (403), EIO only for failures of the machine or an encoder (5xx).
+    Web,
+}
+
+/// The symbolic name of an errno of the contract, for log lines and metrics labels.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT => "ENOENT",
+        libc::EACCES => "EACCES",
+        libc::EINVAL => "EINVAL",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::EFBIG => "EFBIG",
+        libc::ESTALE => "ESTALE",
+        libc::EROFS => "EROFS",
+        _ => "EIO",
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -55,6 +81,25 @@ impl Error {
             Error::TooLarge(_) => libc::EFBIG,
             Error::Stale(_) => libc::ESTALE,
             Error::Decode(_) | Error::Encode(_) | Error::Io { .. } => libc::EIO,
+        }
+    }
+
+    /// The errno a request answers with under `errnos`: [`Errnos::Web`] answers every
+    /// error of the request (its name, its spec, its source's content or size) with ENOENT,
+    /// which web servers turn into a quiet 404 (nginx: any other errno but EACCES is a 500
+    /// and a `[crit]` line); failures of the machine stay EIO (a 5xx), EACCES stays (403).
+    pub fn errno_for(&self, errnos: Errnos) -> i32 {
+        match (errnos, self) {
+            (Errnos::Precise, _) => self.errno(),
+            (
+                Errnos::Web,
+                Error::InvalidSpec(_)
+                | Error::NameTooLong(_)
+                | Error::TooLarge(_)
+                | Error::Decode(_)
+                | Error::NotFound(_),
+            ) => libc::ENOENT,
+            (Errnos::Web, _) => self.errno(),
         }
     }
 
@@ -126,5 +171,30 @@ mod tests {
         assert_eq!(io(libc::EAGAIN), libc::EIO);
         assert_eq!(io(libc::ESTALE), libc::EIO);
         assert_eq!(io(libc::EACCES), libc::EACCES);
+    }
+
+    /// Issue 16: through nginx every errno but ENOENT, ENOTDIR, ENAMETOOLONG (404) and
+    /// EACCES (403) is a 500; under `--errors web` only the machine's failures are.
+    #[test]
+    fn web_errnos_make_every_request_error_a_not_found() {
+        let web = |err: Error| err.errno_for(Errnos::Web);
+        for request in [
+            Error::spec("resize,w_abc"),
+            Error::NameTooLong("x".into()),
+            Error::TooLarge("x".into()),
+            Error::Decode("x".into()),
+            Error::NotFound("x".into()),
+        ] {
+            assert_eq!(web(request.clone()), libc::ENOENT, "{request:?}");
+            assert_ne!(request.errno_for(Errnos::Precise), 0);
+        }
+        assert_eq!(web(Error::Denied("x".into())), libc::EACCES);
+        assert_eq!(web(Error::Encode("x".into())), libc::EIO);
+        assert_eq!(
+            web(Error::io("x", io::Error::from_raw_os_error(libc::EIO))),
+            libc::EIO
+        );
+        assert_eq!(web(Error::Stale("x".into())), libc::ESTALE);
+        assert_eq!(Error::spec("x").errno_for(Errnos::Precise), libc::EINVAL);
     }
 }

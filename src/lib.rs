@@ -14,9 +14,11 @@ pub mod core;
 pub mod error;
 pub mod fuse;
 pub mod limits;
+pub mod metrics;
 pub mod options;
 pub mod pipeline;
 pub mod source;
 pub mod spec;
+pub mod stats;
 
 pub use error::{Error, Result};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use imgfs::cli::{Cli, Command, ConvertArgs, MountArgs};
+use imgfs::cli::{Cli, Command, ConvertArgs, MountArgs, StatsArgs};
 use imgfs::convert::Inputs;
 use imgfs::options::MountOptions;
 use imgfs::source::{Caller, Found, Root};
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount(args) => mount(args),
         Command::Convert(args) => convert(args),
+        Command::Stats(args) => stats(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,6 +101,14 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn stats(args: StatsArgs) -> Result<(), String> {
+    let path = args.mountpoint.join(".imgfs/metrics");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (is imgfs mounted there?)", path.display()))?;
+    print!("{}", imgfs::stats::summarize(&text));
+    Ok(())
+}
+
 fn mount(args: MountArgs) -> Result<(), String> {
     raise_open_files_limit();
     let settings = args.processing.settings();
@@ -114,6 +123,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         error_ttl: Duration::from_secs_f64(args.error_timeout.max(0.0)),
         options: args.options.clone(),
         passthrough: !args.no_passthrough,
+        errors: args.errors,
     };
     let mut mounted =
         imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options).map_err(

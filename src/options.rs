@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::error::Errnos;
+
 /// Room per job for a 16 MP frame (48 MiB) converted at 1.5 frames and its source.
 pub const CONVERT_MEMORY_PER_JOB: u64 = 80 << 20;
 
@@ -33,6 +35,8 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// FUSE passthrough for originals and large variants, where the kernel has it.
     pub passthrough: bool,
+    /// Which errnos requests answer with (precise, or what web servers make a 4xx of).
+    pub errors: Errnos,
 }
 
 impl Default for MountOptions {
@@ -47,6 +51,7 @@ impl Default for MountOptions {
             error_ttl: DEFAULT_ERROR_TTL,
             options: Vec::new(),
             passthrough: true,
+            errors: Errnos::Precise,
         }
     }
 }

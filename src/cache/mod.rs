@@ -70,6 +70,8 @@ pub struct Stats {
     /// Conversions started (one per distinct key and source version, single-flight).
     pub conversions: AtomicU64,
     pub hits: AtomicU64,
+    /// Requests that found no entry: they started a conversion or joined one in flight.
+    pub misses: AtomicU64,
     pub evictions: AtomicU64,
 }
 
@@ -181,6 +183,7 @@ impl Cache {
             waiter(Ok(out), &key.version);
             return None;
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         if let Some(waiters) = inner.pending.get_mut(&key) {
             waiters.push(waiter);
             return None;

@@ -11,14 +11,16 @@
 mod workers;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
 use crate::cache::{Cache, Converted, Key, Stored, Version};
-use crate::error::{Error, Result};
+use crate::error::{errno_name, Error, Result};
 use crate::limits::Limits;
+use crate::metrics::{CacheCounts, Metrics, TierCounts};
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::{self, Marks, Settings};
 use crate::source::{read_file, Caller, Found, Links, Root};
@@ -85,6 +87,7 @@ pub struct Converter {
     gate: Arc<MemoryGate>,
     workers: Workers,
     settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
 }
 
 impl Converter {
@@ -94,12 +97,37 @@ impl Converter {
         gate: Arc<MemoryGate>,
         jobs: usize,
     ) -> std::io::Result<Converter> {
+        let metrics = Arc::new(Metrics::new());
+        let observed = metrics.clone();
+        gate.observe_waits(move |waited| observed.gate_waited(waited));
         Ok(Converter {
             cache,
             gate,
             workers: Workers::new(jobs)?,
             settings: Arc::new(settings),
+            metrics,
         })
+    }
+
+    /// The cache's counts now, for the metrics.
+    pub fn counts(&self) -> CacheCounts {
+        let stats = &self.cache.stats;
+        CacheCounts {
+            conversions: stats.conversions.load(Ordering::Relaxed),
+            misses: stats.misses.load(Ordering::Relaxed),
+            memory: TierCounts {
+                hits: stats.hits.load(Ordering::Relaxed),
+                bytes: self.cache.bytes(),
+                entries: self.cache.len() as u64,
+                evictions: stats.evictions.load(Ordering::Relaxed),
+            },
+            disk: None,
+        }
+    }
+
+    /// The metrics in the Prometheus text format (`.imgfs/metrics`).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(&self.counts())
     }
 
     pub fn cache(&self) -> &Arc<Cache> {
@@ -134,7 +162,7 @@ impl Converter {
             return;
         };
         let (settings, spec, name) = (self.settings.clone(), spec.clone(), name.to_path_buf());
-        let gate = self.gate.clone();
+        let (gate, metrics) = (self.gate.clone(), self.metrics.clone());
         self.workers.spawn(move || {
             let started = Instant::now();
             let _span = tracing::debug_span!("convert", name = %name.display()).entered();
@@ -146,6 +174,8 @@ impl Converter {
             }))
             .unwrap_or_else(|_| Err(Error::Decode("the conversion panicked".into())));
             log_outcome(&name, &result, started);
+            let errno = result.as_ref().err().map(|e| errno_name(e.errno()));
+            metrics.conversion_ended(started.elapsed(), errno);
             // Kept under the version actually read, so a key never maps to another
             // version's bytes.
             match read {

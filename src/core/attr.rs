@@ -11,12 +11,19 @@ const VARIANT_BLKSIZE: u32 = 128 * 1024;
 pub struct Attr {
     pub ino: u64,
     pub meta: Meta,
+    /// The mount's own generated files change with every rendering: the kernel must not
+    /// keep their attributes (a stale size would cut a read, or pad it).
+    pub volatile: bool,
 }
 
 impl Attr {
     /// A source entry's own attributes, inode number aside.
     pub fn source(ino: u64, meta: &Meta) -> Attr {
-        Attr { ino, meta: *meta }
+        Attr {
+            ino,
+            meta: *meta,
+            volatile: false,
+        }
     }
 
     /// A variant: its source's owner and times, the source's mode without write bits, its
@@ -33,6 +40,7 @@ impl Attr {
                 blksize: VARIANT_BLKSIZE,
                 ..*source
             },
+            volatile: false,
         }
     }
 }

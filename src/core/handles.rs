@@ -21,6 +21,9 @@ pub enum OpenFile {
     /// Pinned bytes: eviction from the cache cannot take them away while open. Large ones
     /// are a memory file (see [`crate::cache::Stored`]) that passthrough reads likewise.
     Variant(Converted),
+    /// A rendering of one of the mount's own files: a later open may see another size,
+    /// so the kernel must not cache its pages (direct I/O).
+    Snapshot(Converted),
 }
 
 impl OpenFile {
@@ -29,6 +32,7 @@ impl OpenFile {
         match self {
             OpenFile::Source(file) => Some(file),
             OpenFile::Variant(out) => out.memory_file(),
+            OpenFile::Snapshot(_) => None,
         }
     }
 }
@@ -44,7 +48,8 @@ pub struct DirEntry {
 /// A directory as listed at opendir, and its descriptor, so readdirplus stats its entries
 /// relative to it (never through a path).
 pub struct Listing {
-    pub dir: OwnedFd,
+    /// None for the mount's own directory, which has no descriptor.
+    pub dir: Option<OwnedFd>,
     pub meta: Meta,
     pub entries: Vec<DirEntry>,
 }

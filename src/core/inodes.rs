@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use super::attr::Attr;
+use super::own_files::OwnFile;
 use crate::cache::Version;
 use crate::source::Meta;
 
@@ -32,6 +33,8 @@ pub enum Kind {
     Source { dev: u64, ino: u64 },
     /// Boxed: source entries, the many, stay small.
     Variant(Box<VariantNode>),
+    /// A file or directory of the mount's own (`.imgfs/`).
+    Own(OwnFile),
 }
 
 /// A variant name as made from one version of its inputs. Kept small (the kernel may hold
@@ -66,6 +69,7 @@ impl Node {
             (Kind::Variant(held), Kind::Variant(asked)) => {
                 self.path == path && held.version == asked.version
             }
+            (Kind::Own(held), Kind::Own(asked)) => held == asked,
             _ => false,
         }
     }
@@ -135,6 +139,14 @@ impl Table {
         let next = |n: u64| HASHED_SOURCE | ((n + 1) & (HASHED_SOURCE - 1));
         let (ino, _) = self.look_up(first, next, path, kind);
         ino
+    }
+
+    /// The inode of the mount's own file `own` at `path`, counted as one more reference
+    /// the kernel holds. Their numbers sit at the top of the variants' range.
+    pub fn look_up_own(&mut self, path: &Path, own: OwnFile) -> u64 {
+        let first = u64::MAX - own as u64;
+        let next = |n: u64| VARIANT | (n.wrapping_sub(1) & !VARIANT);
+        self.look_up(first, next, path, Kind::Own(own)).0
     }
 
     /// The inode of variant `path` made from inputs of `version` (created by `make` with

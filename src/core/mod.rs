@@ -9,6 +9,7 @@ mod attr;
 mod handles;
 mod inodes;
 mod names;
+mod own_files;
 mod variants;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ use handles::{Handles, Listing};
 pub use inodes::ROOT;
 use inodes::{Kind, Node, Table};
 use names::Resolved;
+use own_files::OwnFile;
 
 /// What the core asks of the kernel side; the adapter implements it.
 pub trait Kernel: Send + Sync {
@@ -80,6 +82,8 @@ pub struct ImgFs {
     kernel: OnceLock<Arc<dyn Kernel>>,
     /// Nodes dropped on FORGET so far.
     forgotten: AtomicUsize,
+    /// The current renderings of the mount's own files.
+    snapshots: own_files::Snapshots,
 }
 
 /// Nodes dropped between two returns of freed memory to the system.
@@ -113,6 +117,7 @@ impl ImgFs {
             handles: Handles::default(),
             kernel: OnceLock::new(),
             forgotten: AtomicUsize::new(1),
+            snapshots: own_files::Snapshots::default(),
         }))
     }
 
@@ -157,6 +162,9 @@ impl ImgFs {
             Ok(dir) => dir,
             Err(err) => return reply(Err(err)),
         };
+        if let Kind::Own(_) = dir.kind {
+            return reply(self.lookup_own(name));
+        }
         let path = dir.path.join(name);
         match names::resolve(&self.root, &dir.path, name, caller) {
             Ok(Resolved::Source(meta)) => {
@@ -168,6 +176,10 @@ impl ImgFs {
                 found,
                 spec,
             }) => self.lookup_variant(caller, (parent, name, &path), (source, found, spec), reply),
+            Ok(Resolved::Own(own)) => {
+                let ino = self.inodes().look_up_own(&path, own);
+                reply(self.own_attr(ino, own))
+            }
             Ok(Resolved::Missing) => reply(Err(Error::NotFound(path.display().to_string()))),
             Err(err) => reply(Err(logged(&path, err))),
         }
@@ -188,6 +200,7 @@ impl ImgFs {
                         .map(|found| Attr::source(ino, &found.meta)),
                 ),
                 Kind::Variant(_) => self.getattr_variant(caller, ino, node.clone(), reply),
+                Kind::Own(own) => reply(self.own_attr(ino, *own)),
             },
             Err(err) => reply(Err(err)),
         }
@@ -236,6 +249,7 @@ impl ImgFs {
                 reply(opened)
             }
             Kind::Variant(_) => self.open_variant(caller, node.clone(), reply),
+            Kind::Own(own) => reply(self.open_own(*own)),
         }
     }
 
@@ -246,7 +260,7 @@ impl ImgFs {
     /// READ of an open file: at most `size` bytes from `offset` (fewer only at the end).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Data> {
         match self.handles.file(fh) {
-            Some(OpenFile::Variant(out)) => {
+            Some(OpenFile::Variant(out) | OpenFile::Snapshot(out)) => {
                 let len = out.bytes().len();
                 let start = (offset as usize).min(len);
                 let end = start.saturating_add(size as usize).min(len);
@@ -267,11 +281,15 @@ impl ImgFs {
     /// OPENDIR: lists a source directory now; readdir hands the listing out.
     pub fn opendir(&self, ino: u64) -> Result<u64> {
         let node = self.node(ino)?;
-        if !matches!(node.kind, Kind::Source { .. }) {
-            return Err(Error::NotFound(format!(
-                "{}: not a directory",
-                node.path.display()
-            )));
+        match node.kind {
+            Kind::Source { .. } => {}
+            Kind::Own(OwnFile::Dir) => return Ok(self.handles.open_dir(self.own_listing()?)),
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "{}: not a directory",
+                    node.path.display()
+                )))
+            }
         }
         let dir = self.root.open_dir(&node.path)?;
         let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
@@ -288,7 +306,11 @@ impl ImgFs {
         }
         // `.` and `..` first, the rest in the order the source file system lists them.
         entries.sort_by_key(|e| !matches!(e.name.as_bytes(), b"." | b".."));
-        Ok(self.handles.open_dir(Listing { dir, meta, entries }))
+        Ok(self.handles.open_dir(Listing {
+            dir: Some(dir),
+            meta,
+            entries,
+        }))
     }
 
     /// READDIR(PLUS) of directory `ino` from `offset`: `add` takes each entry until it
@@ -315,9 +337,19 @@ impl ImgFs {
                     self.parent_number(&node),
                     Some(Attr::source(ino, &listing.meta)),
                 ),
+                _ if listing.dir.is_none() => {
+                    let own = OwnFile::named(&entry.name).unwrap_or(OwnFile::Metrics);
+                    if plus {
+                        let number = self.inodes().look_up_own(&node.path.join(&entry.name), own);
+                        (number, self.own_attr(number, own).ok())
+                    } else {
+                        (entry.source_ino, None)
+                    }
+                }
                 _ if plus => {
+                    let Some(dir) = &listing.dir else { continue };
                     let stat = rustix::fs::statat(
-                        &listing.dir,
+                        dir,
                         entry.name.as_os_str(),
                         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
                     );

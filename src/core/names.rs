@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::own_files::{OwnFile, OWN_DIR};
 use crate::error::{Error, Result};
 use crate::source::{Caller, Found, Links, Meta, Root};
 
@@ -20,6 +21,8 @@ pub enum Resolved {
         found: Found,
         spec: String,
     },
+    /// The mount's own directory, `.imgfs` in the root (when the source has none).
+    Own(OwnFile),
     /// Neither: no entry of that name, and no prefix that names a file.
     Missing,
 }
@@ -39,6 +42,9 @@ pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result
         Ok(found) => return Ok(Resolved::Source(found.meta)), // real names win
         Err(Error::NotFound(_)) => {}
         Err(err) => return Err(err),
+    }
+    if dir.as_os_str().is_empty() && name == OWN_DIR {
+        return Ok(Resolved::Own(OwnFile::Dir));
     }
     // Longest prefix first: `logo@2x.png@format,webp` is `logo@2x.png` converted. Why
     // the longest prefix that exists could not be the source is the answer if none can.

@@ -286,3 +286,53 @@ fn a_watermark_that_loops_or_leaves_the_root_is_not_found() {
     let name = format!("base.png@{}", mark("../x.png"));
     assert_eq!(errno(lookup(&fs, &Caller::root(), &name)), libc::EINVAL);
 }
+
+/// Issue 12: `.imgfs/metrics` is the mount's own file, its counts move with requests, it is
+/// not listed, and a real `.imgfs` in the source wins.
+#[test]
+fn the_metrics_file_counts_requests_and_real_names_win() {
+    let dir = tempfile::tempdir().unwrap();
+    png(&dir.path().join("a.png"), 8, 8, [1, 2, 3]);
+    let fs = mount(dir.path());
+    let caller = Caller::new(1000, 1000, 1);
+    let metrics =
+        |fs: &Arc<ImgFs>| String::from_utf8(read(fs, &caller, ".imgfs/metrics").unwrap()).unwrap();
+    assert!(metrics(&fs).contains("imgfs_conversions_total 0"));
+    read(&fs, &caller, "a.png@resize,w_4").unwrap();
+    read(&fs, &caller, "a.png@resize,w_4").unwrap();
+    assert_eq!(errno(read(&fs, &caller, "a.png@resize,w_x")), libc::EINVAL);
+    std::thread::sleep(Duration::from_millis(1100)); // a snapshot lives a second
+    let text = metrics(&fs);
+    for line in [
+        "imgfs_conversions_total 1",
+        // Each read is a lookup and an open: a miss, then three hits.
+        "imgfs_cache_hits_total{tier=\"memory\"} 3",
+        "imgfs_cache_misses_total 1",
+        "imgfs_cache_entries{tier=\"memory\"} 1",
+        "imgfs_conversion_seconds_count 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    assert!(lookup(&fs, &caller, ".imgfs").unwrap().meta.is_dir());
+    assert_eq!(errno(lookup(&fs, &caller, ".imgfs/nothing")), libc::ENOENT);
+    assert_eq!(errno(lookup(&fs, &caller, "sub/.imgfs")), libc::ENOENT);
+    // Not in the root's listing; its own listing has the metrics file.
+    let listed = |ino| {
+        let fh = fs.opendir(ino).unwrap();
+        let mut names = Vec::new();
+        fs.readdir(ino, fh, 0, false, |l| {
+            names.push(l.entry.name.to_string_lossy().into_owned());
+            false
+        })
+        .unwrap();
+        fs.releasedir(fh);
+        names
+    };
+    assert!(!listed(ROOT).contains(&".imgfs".to_string()));
+    let own = lookup(&fs, &caller, ".imgfs").unwrap().ino;
+    assert_eq!(listed(own), [".", "..", "metrics"]);
+    // A real `.imgfs` in the source is served instead.
+    std::fs::create_dir(dir.path().join(".imgfs")).unwrap();
+    std::fs::write(dir.path().join(".imgfs/metrics"), b"mine").unwrap();
+    assert_eq!(read(&fs, &caller, ".imgfs/metrics").unwrap(), b"mine");
+}

@@ -21,7 +21,7 @@ use crate::spec::Spec;
 fn variant_of(node: &Node) -> &VariantNode {
     match &node.kind {
         Kind::Variant(v) => v,
-        Kind::Source { .. } => unreachable!("a variant node"),
+        Kind::Source { .. } | Kind::Own(_) => unreachable!("a variant node"),
     }
 }
 

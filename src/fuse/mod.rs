@@ -20,8 +20,8 @@ use fuser::{
 };
 use tracing::{debug, info};
 
-use crate::core::{Attr, ImgFs, Kernel};
-use crate::error::Error;
+use crate::core::{Attr, ImgFs, Kernel, OpenFile};
+use crate::error::{Errnos, Error};
 use crate::options::MountOptions;
 use crate::pipeline::Settings;
 use crate::source::Caller;
@@ -68,6 +68,7 @@ pub fn mount(
         ttl: options.attr_ttl,
         passthrough_wanted: options.passthrough,
         passthrough: Arc::default(),
+        errnos: options.errors,
     };
     let session = Session::new(adapter, mountpoint, &config)?;
     let notifier = session.notifier();
@@ -112,10 +113,11 @@ pub struct Fuse {
     ttl: Duration,
     passthrough_wanted: bool,
     passthrough: Arc<Passthrough>,
+    errnos: Errnos,
 }
 
-fn errno(err: &Error) -> Errno {
-    Errno::from_i32(err.errno())
+fn errno(err: &Error, errnos: Errnos) -> Errno {
+    Errno::from_i32(err.errno_for(errnos))
 }
 
 fn caller(req: &Request) -> Caller {
@@ -141,6 +143,15 @@ fn file_type(kind: rustix::fs::FileType) -> FileType {
         Source::BlockDevice => FileType::BlockDevice,
         Source::Socket => FileType::Socket,
         _ => FileType::RegularFile,
+    }
+}
+
+/// How long the kernel may keep `attr`: the mount's timeout, or not at all if volatile.
+fn ttl_of(attr: &Attr, ttl: Duration) -> Duration {
+    if attr.volatile {
+        Duration::ZERO
+    } else {
+        ttl
     }
 }
 
@@ -192,20 +203,22 @@ impl Filesystem for Fuse {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let errnos = self.errnos;
         let ttl = self.ttl;
         self.fs
             .lookup(&caller(req), parent.0, name, move |result| match result {
-                Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(0)),
-                Err(err) => reply.error(errno(&err)),
+                Ok(attr) => reply.entry(&ttl_of(&attr, ttl), &file_attr(&attr), Generation(0)),
+                Err(err) => reply.error(errno(&err, errnos)),
             });
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let errnos = self.errnos;
         let ttl = self.ttl;
         self.fs
             .getattr(&caller(req), ino.0, move |result| match result {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(err) => reply.error(errno(&err)),
+                Ok(attr) => reply.attr(&ttl_of(&attr, ttl), &file_attr(&attr)),
+                Err(err) => reply.error(errno(&err, errnos)),
             });
     }
 
@@ -214,13 +227,15 @@ impl Filesystem for Fuse {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let errnos = self.errnos;
         match self.fs.readlink(ino.0) {
             Ok(target) => reply.data(target.as_os_str().as_bytes()),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(errno(&err, errnos)),
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let errnos = self.errnos;
         if flags.0 & (libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC) != 0 {
             return reply.error(Errno::EROFS);
         }
@@ -229,13 +244,16 @@ impl Filesystem for Fuse {
             .open(&caller(req), ino.0, move |result| match result {
                 Ok((fh, file)) => {
                     let served = match file {
-                        crate::core::OpenFile::Source(_) => Served::Originals,
-                        crate::core::OpenFile::Variant(_) => Served::Variants,
+                        OpenFile::Source(_) => Served::Originals,
+                        OpenFile::Variant(_) => Served::Variants,
+                        OpenFile::Snapshot(_) => {
+                            return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                        }
                     };
                     let backing = passthrough.open(served, ino.0, file.backing_file(), &reply);
                     passthrough::opened(reply, fh, backing.as_deref());
                 }
-                Err(err) => reply.error(errno(&err)),
+                Err(err) => reply.error(errno(&err, errnos)),
             });
     }
 
@@ -250,9 +268,10 @@ impl Filesystem for Fuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let errnos = self.errnos;
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(data.bytes()),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(errno(&err, errnos)),
         }
     }
 
@@ -286,9 +305,10 @@ impl Filesystem for Fuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let errnos = self.errnos;
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(errno(&err, errnos)),
         }
     }
 
@@ -300,13 +320,14 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let errnos = self.errnos;
         let listed = self.fs.readdir(ino.0, fh.0, offset, false, |listed| {
             let kind = file_type(listed.entry.kind);
             reply.add(INodeNo(listed.ino), listed.next, kind, &listed.entry.name)
         });
         match listed {
             Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(errno(&err, errnos)),
         }
     }
 
@@ -318,6 +339,7 @@ impl Filesystem for Fuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let errnos = self.errnos;
         let ttl = self.ttl;
         let listed = self.fs.readdir(ino.0, fh.0, offset, true, |listed| {
             let Some(attr) = listed.attr else {
@@ -327,14 +349,14 @@ impl Filesystem for Fuse {
                 INodeNo(listed.ino),
                 listed.next,
                 &listed.entry.name,
-                &ttl,
+                &ttl_of(&attr, ttl),
                 &file_attr(&attr),
                 Generation(0),
             )
         });
         match listed {
             Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err)),
+            Err(err) => reply.error(errno(&err, errnos)),
         }
     }
 
@@ -351,6 +373,7 @@ impl Filesystem for Fuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let errnos = self.errnos;
         match self.fs.statfs() {
             Ok(st) => reply.statfs(
                 st.f_blocks,
@@ -364,7 +387,7 @@ impl Filesystem for Fuse {
             ),
             Err(err) => {
                 debug!("statfs: {err}");
-                reply.error(errno(&err))
+                reply.error(errno(&err, errnos))
             }
         }
     }

@@ -157,6 +157,16 @@ pub struct MemoryGate {
     budget: u64,
     state: Mutex<GateState>,
     changed: Condvar,
+    /// Told how long each admitted conversion waited (the mount's metrics).
+    observer: std::sync::OnceLock<WaitObserver>,
+}
+
+struct WaitObserver(Box<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for WaitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitObserver")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -184,7 +194,13 @@ impl MemoryGate {
             budget,
             state: Mutex::new(GateState::default()),
             changed: Condvar::new(),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Has `observer` told how long each conversion waited before it was admitted (once).
+    pub fn observe_waits(&self, observer: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        let _ = self.observer.set(WaitObserver(Box::new(observer)));
     }
 
     pub fn budget(&self) -> u64 {
@@ -208,6 +224,7 @@ impl MemoryGate {
 
     /// Waits until `bytes` fit beside what runs (or nothing runs), then reserves them.
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let arrived = std::time::Instant::now();
         let mut state = self.lock();
         let ticket = state.next;
         state.next += 1;
@@ -227,6 +244,9 @@ impl MemoryGate {
         drop(state);
         // The next ticket may fit too.
         self.changed.notify_all();
+        if let Some(WaitObserver(observe)) = self.observer.get() {
+            observe(arrived.elapsed());
+        }
         Reservation { gate: self, bytes }
     }
 }

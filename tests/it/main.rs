@@ -13,4 +13,5 @@ mod hostile;
 mod load;
 mod mount;
 mod operations;
+mod serving;
 mod web;

@@ -12,6 +12,8 @@ use super::free_port;
 pub struct Nginx {
     child: Child,
     pub port: u16,
+    /// The private server's port, where `/metrics` is the mount's metrics.
+    pub metrics_port: u16,
     /// nginx's prefix: its config, logs (error.log, access.log) and scratch files.
     pub dir: tempfile::TempDir,
 }
@@ -19,7 +21,7 @@ pub struct Nginx {
 impl Nginx {
     pub fn serve(root: &Path) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let (port, metrics_port) = (free_port(), free_port());
         let shipped = fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/contrib/nginx-imgfs.conf"
@@ -27,8 +29,20 @@ impl Nginx {
         .unwrap();
         let server = shipped
             .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
-            .replace("root /mnt/img;", &format!("root {};", root.display()));
-        assert!(server.contains(&port.to_string()) && server.contains(root.to_str().unwrap()));
+            .replace(
+                "listen 127.0.0.1:9180;",
+                &format!("listen 127.0.0.1:{metrics_port};"),
+            )
+            .replace("root /mnt/img;", &format!("root {};", root.display()))
+            .replace(
+                "alias /mnt/img/.imgfs/metrics;",
+                &format!("alias {}/.imgfs/metrics;", root.display()),
+            );
+        assert!(server.contains(&port.to_string()) && server.contains(&metrics_port.to_string()));
+        assert!(
+            !server.contains("/mnt/img"),
+            "every path of the shipped config replaced"
+        );
         let d = dir.path().display();
         let conf = format!(
             "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
@@ -50,7 +64,12 @@ impl Nginx {
             .expect("nginx (run scripts/setup-debian.sh)");
         for _ in 0..100 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port, dir };
+                return Nginx {
+                    child,
+                    port,
+                    metrics_port,
+                    dir,
+                };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -64,29 +83,44 @@ impl Nginx {
 
     /// (status, headers, body) as curl receives them.
     pub fn get(&self, name: &str) -> (u32, String, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
-        let url = format!("http://127.0.0.1:{}/{name}", self.port);
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-D",
-                headers.to_str().unwrap(),
-                "-o",
-                body.to_str().unwrap(),
-                "-w",
-                "%{http_code}",
-                &url,
-            ])
-            .output()
-            .unwrap();
-        let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
-        (
-            status,
-            fs::read_to_string(headers).unwrap_or_default(),
-            fs::read(body).unwrap_or_default(),
-        )
+        get(self.port, name)
     }
+
+    /// What the private server answers for `/metrics`.
+    pub fn metrics(&self) -> (u32, String, Vec<u8>) {
+        get(self.metrics_port, "metrics")
+    }
+
+    /// nginx's error log so far.
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+/// (status, headers, body) of `http://127.0.0.1:PORT/NAME` as curl receives them.
+pub fn get(port: u16, name: &str) -> (u32, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
+    let url = format!("http://127.0.0.1:{port}/{name}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            headers.to_str().unwrap(),
+            "-o",
+            body.to_str().unwrap(),
+            "-w",
+            "%{http_code}",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0);
+    (
+        status,
+        fs::read_to_string(headers).unwrap_or_default(),
+        fs::read(body).unwrap_or_default(),
+    )
 }
 
 impl Drop for Nginx {
