@@ -43,6 +43,8 @@ pub struct DirEntry {
     pub kind: FileType,
     /// The entry's inode number on its file system (readdir's d_ino).
     pub source_ino: u64,
+    /// In a whole-tree view, an image's source name (the name shown has another extension).
+    pub source: Option<OsString>,
 }
 
 /// A directory as listed at opendir, and its descriptor, so readdirplus stats its entries
@@ -52,6 +54,8 @@ pub struct Listing {
     pub dir: Option<OwnedFd>,
     pub meta: Meta,
     pub entries: Vec<DirEntry>,
+    /// A directory of a whole-tree view.
+    pub view: bool,
 }
 
 #[derive(Default)]

@@ -11,6 +11,7 @@
 //! makes its variants new files, as an atomic replace does on disk.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use super::attr::Attr;
 use super::own_files::OwnFile;
+use super::views::ViewDirNode;
 use crate::cache::Version;
 use crate::source::Meta;
 
@@ -35,6 +37,8 @@ pub enum Kind {
     Variant(Box<VariantNode>),
     /// A file or directory of the mount's own (`.imgfs/`).
     Own(OwnFile),
+    /// A directory of a whole-tree view (`@style,NAME/…`).
+    ViewDir(Box<ViewDirNode>),
 }
 
 /// A variant name as made from one version of its inputs. Kept small (the kernel may hold
@@ -43,6 +47,8 @@ pub enum Kind {
 pub struct VariantNode {
     /// How many bytes of the name are the source's (before the `@` that starts the spec).
     pub source_len: usize,
+    /// In a whole-tree view, the source's name (the name shown has another extension).
+    pub view_source: Option<OsString>,
     pub version: Version,
     /// Where the name lives, to drop the kernel's entry once this version is outdated.
     pub parent: u64,
@@ -70,6 +76,7 @@ impl Node {
                 self.path == path && held.version == asked.version
             }
             (Kind::Own(held), Kind::Own(asked)) => held == asked,
+            (Kind::ViewDir(_), Kind::ViewDir(_)) => self.path == path,
             _ => false,
         }
     }
@@ -147,6 +154,15 @@ impl Table {
         let first = u64::MAX - own as u64;
         let next = |n: u64| VARIANT | (n.wrapping_sub(1) & !VARIANT);
         self.look_up(first, next, path, Kind::Own(own)).0
+    }
+
+    /// The inode of the view directory at `path`, counted as one more reference the
+    /// kernel holds. Numbered like variants, by a hash of the path.
+    pub fn look_up_view_dir(&mut self, path: &Path) -> u64 {
+        let first = VARIANT | (hash_of(path) & !VARIANT);
+        let next = |n: u64| VARIANT | ((n + 1) & !VARIANT);
+        let kind = Kind::ViewDir(Box::default());
+        self.look_up(first, next, path, kind).0
     }
 
     /// The inode of variant `path` made from inputs of `version` (created by `make` with
@@ -259,6 +275,7 @@ mod tests {
     fn node(version: Version) -> VariantNode {
         VariantNode {
             source_len: "p.jpg".len(),
+            view_source: None,
             version,
             parent: ROOT,
             attr: Mutex::new(Attr::variant(0, &meta(1, 5), 0)),

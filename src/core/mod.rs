@@ -11,10 +11,12 @@ mod inodes;
 mod names;
 mod own_files;
 mod variants;
+mod views;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -162,8 +164,10 @@ impl ImgFs {
             Ok(dir) => dir,
             Err(err) => return reply(Err(err)),
         };
-        if let Kind::Own(_) = dir.kind {
-            return reply(self.lookup_own(name));
+        match dir.kind {
+            Kind::Own(_) => return reply(self.lookup_own(name)),
+            Kind::ViewDir(_) => return self.lookup_in_view(caller, (parent, &dir), name, reply),
+            _ => {}
         }
         let path = dir.path.join(name);
         match names::resolve(&self.root, &dir.path, name, caller) {
@@ -175,14 +179,29 @@ impl ImgFs {
                 source,
                 found,
                 spec,
-            }) => self.lookup_variant(caller, (parent, name, &path), (source, found, spec), reply),
+            }) => {
+                let made = (source, found, spec);
+                self.lookup_variant(caller, (parent, name, &path), made, None, reply)
+            }
             Ok(Resolved::Own(own)) => {
                 let ino = self.inodes().look_up_own(&path, own);
                 reply(self.own_attr(ino, own))
             }
+            Ok(Resolved::Missing) if parent == ROOT && self.is_view(name) => {
+                let ino = self.inodes().look_up_view_dir(&path);
+                reply(self.view_dir_attr(ino, &path))
+            }
             Ok(Resolved::Missing) => reply(Err(Error::NotFound(path.display().to_string()))),
             Err(err) => reply(Err(logged(&path, err))),
         }
+    }
+
+    /// Whether `name` in the root is a whole-tree view: `@style,NAME` of a mount's style.
+    fn is_view(&self, name: &OsStr) -> bool {
+        let style = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(views::VIEW_PREFIX));
+        style.is_some_and(|style| self.styles.contains(style))
     }
 
     /// GETATTR. A variant's size is always this version's, reconverted if evicted.
@@ -201,6 +220,7 @@ impl ImgFs {
                 ),
                 Kind::Variant(_) => self.getattr_variant(caller, ino, node.clone(), reply),
                 Kind::Own(own) => reply(self.own_attr(ino, *own)),
+                Kind::ViewDir(_) => reply(self.view_dir_attr(ino, &node.path)),
             },
             Err(err) => reply(Err(err)),
         }
@@ -250,6 +270,10 @@ impl ImgFs {
             }
             Kind::Variant(_) => self.open_variant(caller, node.clone(), reply),
             Kind::Own(own) => reply(self.open_own(*own)),
+            Kind::ViewDir(_) => reply(Err(Error::NotFound(format!(
+                "{}: a directory",
+                node.path.display()
+            )))),
         }
     }
 
@@ -284,6 +308,7 @@ impl ImgFs {
         match node.kind {
             Kind::Source { .. } => {}
             Kind::Own(OwnFile::Dir) => return Ok(self.handles.open_dir(self.own_listing()?)),
+            Kind::ViewDir(_) => return Ok(self.handles.open_dir(self.view_listing(&node)?)),
             _ => {
                 return Err(Error::NotFound(format!(
                     "{}: not a directory",
@@ -302,6 +327,7 @@ impl ImgFs {
                 name: name.to_os_string(),
                 kind: entry.file_type(),
                 source_ino: entry.ino(),
+                source: None,
             });
         }
         // `.` and `..` first, the rest in the order the source file system lists them.
@@ -310,14 +336,17 @@ impl ImgFs {
             dir: Some(dir),
             meta,
             entries,
+            view: false,
         }))
     }
 
     /// READDIR(PLUS) of directory `ino` from `offset`: `add` takes each entry until it
     /// says the reply is full. With `plus`, each entry but `.` and `..` that `add` took is
-    /// counted as a reference the kernel holds.
+    /// counted as a reference the kernel holds; in a view, its images are converted first
+    /// (for `caller`), a batch at a time, and one that fails is left out.
     pub fn readdir(
-        &self,
+        self: &Arc<Self>,
+        caller: &Caller,
         ino: u64,
         fh: u64,
         offset: u64,
@@ -329,7 +358,19 @@ impl ImgFs {
             .dir(fh)
             .ok_or_else(|| Error::NotFound(format!("directory handle {fh}: not open")))?;
         let node = self.node(ino)?;
-        for (i, entry) in listing.entries.iter().enumerate().skip(offset as usize) {
+        let view_plus = plus && listing.view;
+        let mut converted = if view_plus {
+            self.convert_view_batch(caller, (ino, &node), &listing, offset as usize)
+        } else {
+            HashMap::new()
+        };
+        let batch = if view_plus {
+            views::VIEW_BATCH
+        } else {
+            usize::MAX
+        };
+        let entries = listing.entries.iter().enumerate();
+        for (i, entry) in entries.skip(offset as usize).take(batch) {
             let next = i as u64 + 1;
             let (number, attr) = match entry.name.as_bytes() {
                 b"." => (ino, Some(Attr::source(ino, &listing.meta))),
@@ -337,6 +378,18 @@ impl ImgFs {
                     self.parent_number(&node),
                     Some(Attr::source(ino, &listing.meta)),
                 ),
+                _ if listing.view => match (&entry.source, plus) {
+                    (_, false) => (entry.source_ino, None),
+                    (None, true) => {
+                        let path = node.path.join(&entry.name);
+                        let number = self.inodes().look_up_view_dir(&path);
+                        (number, self.view_dir_attr(number, &path).ok())
+                    }
+                    (Some(_), true) => match converted.remove(&i) {
+                        Some(Ok(attr)) => (attr.ino, Some(attr)),
+                        _ => continue, // not an image after all: left out
+                    },
+                },
                 _ if listing.dir.is_none() => {
                     let own = OwnFile::named(&entry.name).unwrap_or(OwnFile::Metrics);
                     if plus {
@@ -382,6 +435,10 @@ impl ImgFs {
                 }
                 break;
             }
+        }
+        // Converted for this reply but not handed over: the kernel holds none of them.
+        for attr in converted.into_values().flatten() {
+            self.forget(attr.ino, 1);
         }
         Ok(())
     }

@@ -121,6 +121,7 @@ impl ImgFs {
             name: name.into(),
             kind,
             source_ino: u64::MAX - own as u64,
+            source: None,
         };
         let mut entries = vec![
             entry(".", FileType::Directory, OwnFile::Dir),
@@ -133,6 +134,7 @@ impl ImgFs {
             dir: None,
             meta,
             entries,
+            view: false,
         })
     }
 

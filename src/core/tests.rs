@@ -320,7 +320,7 @@ fn the_metrics_file_counts_requests_and_real_names_win() {
     let listed = |ino| {
         let fh = fs.opendir(ino).unwrap();
         let mut names = Vec::new();
-        fs.readdir(ino, fh, 0, false, |l| {
+        fs.readdir(&caller, ino, fh, 0, false, |l| {
             names.push(l.entry.name.to_string_lossy().into_owned());
             false
         })
@@ -335,4 +335,73 @@ fn the_metrics_file_counts_requests_and_real_names_win() {
     std::fs::create_dir(dir.path().join(".imgfs")).unwrap();
     std::fs::write(dir.path().join(".imgfs/metrics"), b"mine").unwrap();
     assert_eq!(read(&fs, &caller, ".imgfs/metrics").unwrap(), b"mine");
+}
+
+/// Issue 13: `@style,NAME/` shows the whole tree through the style, with the bytes of the
+/// `@style,NAME` variants; real names win; other files and unknown styles are not there.
+#[test]
+fn a_view_shows_every_image_converted_under_its_new_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    png(&src.join("a.png"), 8, 8, [200, 0, 0]);
+    png(&src.join("a.bmp"), 4, 4, [0, 200, 0]); // a PNG named .bmp: converted by content
+    png(&src.join("sub/deeper/b.PNG"), 6, 6, [0, 0, 200]);
+    std::fs::write(src.join("notes.txt"), b"not an image").unwrap();
+    let mut styles = Styles::default();
+    styles.add("small", "resize,w_2@format,png").unwrap();
+    let options = MountOptions {
+        jobs: 2,
+        ..MountOptions::default()
+    };
+    let fs = ImgFs::new(src, Default::default(), styles, &options).unwrap();
+    let caller = Caller::new(1000, 1000, 1);
+    let list = |path: &str| {
+        let ino = if path.is_empty() {
+            ROOT
+        } else {
+            lookup(&fs, &caller, path).unwrap().ino
+        };
+        let fh = fs.opendir(ino).unwrap();
+        let mut names = Vec::new();
+        fs.readdir(&caller, ino, fh, 0, true, |l| {
+            names.push((
+                l.entry.name.to_string_lossy().into_owned(),
+                l.attr.map(|a| a.meta.size),
+            ));
+            false
+        })
+        .unwrap();
+        fs.releasedir(fh);
+        names
+    };
+    let view = list("@style,small");
+    let names: Vec<&str> = view.iter().map(|(n, _)| n.as_str()).collect();
+    // `a.bmp` comes first in byte order, so it keeps `a.png`; `a.png` shows as `a.png.png`.
+    assert_eq!(names, [".", "..", "sub", "a.png", "a.png.png"]);
+    let variant = read(&fs, &caller, "a.bmp@style,small").unwrap();
+    assert_eq!(read(&fs, &caller, "@style,small/a.png").unwrap(), variant);
+    assert_eq!(
+        view[3].1,
+        Some(variant.len() as u64),
+        "readdirplus: exact size"
+    );
+    assert_eq!(
+        read(&fs, &caller, "@style,small/a.png.png").unwrap(),
+        read(&fs, &caller, "a.png@style,small").unwrap()
+    );
+    let deep = list("@style,small/sub/deeper");
+    assert_eq!(deep[2].0, "b.png");
+    let b = read(&fs, &caller, "@style,small/sub/deeper/b.png").unwrap();
+    assert_eq!(image::load_from_memory(&b).unwrap().width(), 2);
+    // Not there: other files, unknown styles, and the view in the root's own listing.
+    assert_eq!(
+        errno(lookup(&fs, &caller, "@style,small/notes.txt")),
+        libc::ENOENT
+    );
+    assert_eq!(errno(lookup(&fs, &caller, "@style,big")), libc::ENOENT);
+    assert!(!list("").iter().any(|(n, _)| n.starts_with('@')));
+    // A real `@style,small` in the source wins.
+    std::fs::create_dir(src.join("@style,small")).unwrap();
+    assert_eq!(list("@style,small").len(), 2, "the real, empty directory");
 }

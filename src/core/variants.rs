@@ -2,7 +2,7 @@
 //! keeps pages and size per inode, so a reader of one version is never cut at another's
 //! size. A changed input gets a new inode at the next lookup; the old one keeps its version.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use tracing::{debug, info};
 
 use super::inodes::{Kind, Node, VariantNode};
-use super::{logged, Attr, ImgFs, OpenFile};
+use super::{logged, views, Attr, ImgFs, OpenFile};
 use crate::cache::{Converted, Key};
 use crate::convert::Inputs;
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ use crate::spec::Spec;
 fn variant_of(node: &Node) -> &VariantNode {
     match &node.kind {
         Kind::Variant(v) => v,
-        Kind::Source { .. } | Kind::Own(_) => unreachable!("a variant node"),
+        _ => unreachable!("a variant node"),
     }
 }
 
@@ -76,6 +76,7 @@ impl ImgFs {
         caller: &Caller,
         (parent, name, path): (u64, &OsStr, &Path),
         (source, found, spec_text): (PathBuf, Found, String),
+        view_source: Option<OsString>,
         reply: impl FnOnce(Result<Attr>) + Send + 'static,
     ) {
         let spec = match Spec::parse(&spec_text, &self.styles) {
@@ -107,6 +108,7 @@ impl ImgFs {
                     .inodes()
                     .look_up_variant(&path, version, |ino| VariantNode {
                         source_len,
+                        view_source,
                         version: version.clone(),
                         parent,
                         attr: Mutex::new(attr_of(ino)),
@@ -121,6 +123,12 @@ impl ImgFs {
 
     /// How `node`'s name is made, read again from the name (as its lookup read it).
     fn recipe(&self, node: &Node, v: &VariantNode) -> Result<Recipe> {
+        if let Some(source) = &v.view_source {
+            let (style, dir) = views::split(&node.path)
+                .ok_or_else(|| Error::NotFound(format!("{}: a view", node.path.display())))?;
+            let spec = Spec::parse(&format!("style,{style}"), &self.styles)?;
+            return Ok(Recipe::new(dir.join(source), spec));
+        }
         let name = node.path.file_name().unwrap_or_default().as_bytes();
         let source = OsStr::from_bytes(&name[..v.source_len.min(name.len())]);
         let spec_text = String::from_utf8_lossy(name.get(v.source_len + 1..).unwrap_or_default());

@@ -314,17 +314,19 @@ impl Filesystem for Fuse {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         let errnos = self.errnos;
-        let listed = self.fs.readdir(ino.0, fh.0, offset, false, |listed| {
-            let kind = file_type(listed.entry.kind);
-            reply.add(INodeNo(listed.ino), listed.next, kind, &listed.entry.name)
-        });
+        let listed = self
+            .fs
+            .readdir(&caller(req), ino.0, fh.0, offset, false, |listed| {
+                let kind = file_type(listed.entry.kind);
+                reply.add(INodeNo(listed.ino), listed.next, kind, &listed.entry.name)
+            });
         match listed {
             Ok(()) => reply.ok(),
             Err(err) => reply.error(errno(&err, errnos)),
@@ -333,7 +335,7 @@ impl Filesystem for Fuse {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -341,19 +343,21 @@ impl Filesystem for Fuse {
     ) {
         let errnos = self.errnos;
         let ttl = self.ttl;
-        let listed = self.fs.readdir(ino.0, fh.0, offset, true, |listed| {
-            let Some(attr) = listed.attr else {
-                return false;
-            };
-            reply.add(
-                INodeNo(listed.ino),
-                listed.next,
-                &listed.entry.name,
-                &ttl_of(&attr, ttl),
-                &file_attr(&attr),
-                Generation(0),
-            )
-        });
+        let listed = self
+            .fs
+            .readdir(&caller(req), ino.0, fh.0, offset, true, |listed| {
+                let Some(attr) = listed.attr else {
+                    return false;
+                };
+                reply.add(
+                    INodeNo(listed.ino),
+                    listed.next,
+                    &listed.entry.name,
+                    &ttl_of(&attr, ttl),
+                    &file_attr(&attr),
+                    Generation(0),
+                )
+            });
         match listed {
             Ok(()) => reply.ok(),
             Err(err) => reply.error(errno(&err, errnos)),

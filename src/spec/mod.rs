@@ -184,6 +184,11 @@ impl Styles {
         self.chains.len()
     }
 
+    /// Whether `name` is one of these styles.
+    pub fn contains(&self, name: &str) -> bool {
+        self.chains.contains_key(name)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()
     }

@@ -1,0 +1,362 @@
+//! Whole-tree views: `@style,NAME/` in the root is the source tree seen through the style
+//! NAME, for tools that walk directories and never type an `@` name (rsync, find, a photo
+//! frame, a gallery generator).
+//!
+//! A view mirrors every directory of the source. Its files are the source's images
+//! (recognised by extension), each the variant `IMAGE@style,NAME`: the same cache entries,
+//! the same bytes, the exact size. When the style sets an output format the extension
+//! becomes the format's (`a.jpg` → `a.webp`); of several sources that map to one name the
+//! first in byte order keeps it and the others show their full name plus the extension
+//! (`a.png.webp`). Other files are not shown. Symlinks are not followed into views.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rustix::fs::FileType;
+
+use super::handles::{DirEntry, Listing};
+use super::inodes::{Kind, Node};
+use super::{logged, Attr, ImgFs};
+use crate::error::{Error, Result};
+use crate::source::{Caller, Identity, Links, Meta};
+use crate::spec::{OutputKind, Spec};
+
+/// A view's name in the root is this and the style's name.
+pub const VIEW_PREFIX: &str = "@style,";
+
+/// Entries of a view handed out per READDIRPLUS: the images among them convert together.
+pub const VIEW_BATCH: usize = 32;
+
+/// Extensions of the files a view shows (compared without case).
+const IMAGE_EXTENSIONS: [&str; 11] = [
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif",
+];
+
+/// Whether `name` is shown in views: an image by its extension.
+pub fn is_image(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    let Some(dot) = name.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let extension = &name[dot + 1..];
+    dot > 0
+        && IMAGE_EXTENSIONS
+            .iter()
+            .any(|known| extension.eq_ignore_ascii_case(known.as_bytes()))
+}
+
+/// The extension a style's output takes, if the style decides it.
+pub fn output_extension(spec: &Spec) -> Option<&'static str> {
+    match spec.output {
+        OutputKind::Info | OutputKind::AverageHue => Some("json"),
+        OutputKind::Image => spec.format.map(|format| format.name()),
+    }
+}
+
+/// What a view directory shows for the images `sources`: shown name → source name.
+pub fn shown_names(
+    mut sources: Vec<OsString>,
+    extension: Option<&str>,
+) -> BTreeMap<OsString, OsString> {
+    sources.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let Some(extension) = extension else {
+        return sources.into_iter().map(|s| (s.clone(), s)).collect();
+    };
+    let with_extension = |base: &[u8]| {
+        let mut name = base.to_vec();
+        name.push(b'.');
+        name.extend_from_slice(extension.as_bytes());
+        OsString::from_vec(name)
+    };
+    let mut shown = BTreeMap::new();
+    let mut second = Vec::new();
+    for source in sources {
+        let bytes = source.as_bytes();
+        let stem = &bytes[..bytes
+            .iter()
+            .rposition(|&b| b == b'.')
+            .unwrap_or(bytes.len())];
+        let name = with_extension(stem);
+        match shown.entry(name) {
+            Entry::Occupied(_) => second.push(source),
+            Entry::Vacant(free) => {
+                free.insert(source);
+            }
+        }
+    }
+    // The others by their full name; one that would still collide is not shown.
+    for source in second {
+        shown
+            .entry(with_extension(source.as_bytes()))
+            .or_insert(source);
+    }
+    shown
+}
+
+/// A directory of a view. The names it shows are listed from its source directory once
+/// per version of that directory (its mtime moves when an entry is added or removed).
+#[derive(Debug, Default)]
+pub struct ViewDirNode {
+    names: Mutex<Option<(Identity, Arc<ViewNames>)>>,
+}
+
+/// What one view directory shows.
+#[derive(Debug, Default)]
+pub struct ViewNames {
+    /// Images: shown name → source name.
+    pub files: BTreeMap<OsString, OsString>,
+    /// Subdirectories, by their source name and inode number there.
+    pub dirs: BTreeMap<OsString, u64>,
+}
+
+/// The style of a view path (`@style,NAME/a/b`) and the source directory it mirrors (`a/b`).
+pub fn split(path: &Path) -> Option<(&str, PathBuf)> {
+    let mut components = path.components();
+    let Some(Component::Normal(first)) = components.next() else {
+        return None;
+    };
+    let style = first.to_str()?.strip_prefix(VIEW_PREFIX)?;
+    Some((style, components.as_path().to_path_buf()))
+}
+
+fn dir_of(node: &Node) -> &ViewDirNode {
+    match &node.kind {
+        Kind::ViewDir(dir) => dir,
+        _ => unreachable!("a view directory node"),
+    }
+}
+
+impl ImgFs {
+    /// The spec of the style a view shows, if it is one of the mount's styles.
+    pub(super) fn view_spec(&self, style: &str) -> Option<Spec> {
+        if !self.styles.contains(style) {
+            return None;
+        }
+        Spec::parse(&format!("style,{style}"), &self.styles).ok()
+    }
+
+    /// What the view directory `node` shows now.
+    fn view_names(&self, node: &Node) -> Result<(Meta, Arc<ViewNames>)> {
+        let (style, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
+        let meta = self.root.entry(&dir)?.meta;
+        if !meta.is_dir() {
+            return Err(Error::NotFound(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        }
+        let mut held = dir_of(node).names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((identity, names)) = &*held {
+            if *identity == meta.identity() {
+                return Ok((meta, names.clone()));
+            }
+        }
+        let extension = self.view_spec(style).as_ref().and_then(output_extension);
+        let fd = self.root.open_dir(&dir)?;
+        let io = |e: rustix::io::Errno| Error::io(dir.display(), e.into());
+        let (mut images, mut dirs) = (Vec::new(), BTreeMap::new());
+        for entry in rustix::fs::Dir::read_from(&fd).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if matches!(name.as_bytes(), b"." | b"..") {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                FileType::Unknown => {
+                    rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map(|st| FileType::from_raw_mode(st.st_mode))
+                        .unwrap_or(FileType::Unknown)
+                }
+                kind => kind,
+            };
+            match kind {
+                FileType::Directory => {
+                    dirs.insert(name.to_os_string(), entry.ino());
+                }
+                FileType::RegularFile if is_image(name) => images.push(name.to_os_string()),
+                _ => {}
+            }
+        }
+        let names = Arc::new(ViewNames {
+            files: shown_names(images, extension),
+            dirs,
+        });
+        *held = Some((meta.identity(), names.clone()));
+        Ok((meta, names))
+    }
+
+    /// The attributes of the view directory at `path`: its source directory's, its own
+    /// number.
+    pub(super) fn view_dir_attr(&self, ino: u64, path: &Path) -> Result<Attr> {
+        let (_, dir) = split(path).ok_or_else(|| Error::NotFound("a view".into()))?;
+        let meta = self.root.entry(&dir)?.meta;
+        if !meta.is_dir() {
+            return Err(Error::NotFound(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        }
+        Ok(Attr::source(ino, &meta))
+    }
+
+    /// LOOKUP of `name` in the view directory `dir` (inode `parent`): a subdirectory, or
+    /// an image converted by the style (its exact size is part of the answer).
+    pub(super) fn lookup_in_view(
+        self: &Arc<Self>,
+        caller: &Caller,
+        (parent, dir): (u64, &Node),
+        name: &OsStr,
+        reply: impl FnOnce(Result<Attr>) + Send + 'static,
+    ) {
+        let path = dir.path.join(name);
+        let names = match self.view_names(dir) {
+            Ok((_, names)) => names,
+            Err(err) => return reply(Err(err)),
+        };
+        if names.dirs.contains_key(name) {
+            let ino = self.inodes().look_up_view_dir(&path);
+            return reply(self.view_dir_attr(ino, &path));
+        }
+        let Some(source_name) = names.files.get(name) else {
+            return reply(Err(Error::NotFound(path.display().to_string())));
+        };
+        let Some((style, source_dir)) = split(&dir.path) else {
+            return reply(Err(Error::NotFound(path.display().to_string())));
+        };
+        let source = source_dir.join(source_name);
+        let found = match self.root.resolve(&source, Links::Last, caller) {
+            Ok(found) if found.meta.is_file() => found,
+            Ok(_) => return reply(Err(Error::NotFound(source.display().to_string()))),
+            Err(err) => return reply(Err(logged(&path, err))),
+        };
+        let shown = (parent, name, path.as_path());
+        let made = (source, found, format!("style,{style}"));
+        self.lookup_variant(caller, shown, made, Some(source_name.clone()), reply);
+    }
+
+    /// READDIRPLUS of a view hands out each image with its attributes, so its conversion
+    /// must be done: those of one batch of entries (from `offset`) are started together,
+    /// run in parallel on the workers, and are waited for here. Answers by entry index.
+    pub(super) fn convert_view_batch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        (ino, node): (u64, &Node),
+        listing: &Listing,
+        offset: usize,
+    ) -> HashMap<usize, Result<Attr>> {
+        let (tx, rx) = mpsc::channel();
+        let batch = listing
+            .entries
+            .iter()
+            .enumerate()
+            .skip(offset)
+            .take(VIEW_BATCH);
+        for (i, entry) in batch.filter(|(_, e)| e.source.is_some()) {
+            let tx = tx.clone();
+            self.lookup_in_view(caller, (ino, node), &entry.name, move |result| {
+                let _ = tx.send((i, result));
+            });
+        }
+        drop(tx);
+        // Every lookup answers exactly once (a dropped conversion answers EIO), so this
+        // ends when the last answer's sender is gone.
+        rx.iter().collect()
+    }
+
+    /// OPENDIR of a view directory: its subdirectories and shown images.
+    pub(super) fn view_listing(&self, node: &Node) -> Result<Listing> {
+        let (meta, names) = self.view_names(node)?;
+        let (_, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
+        let dot = |name: &str| DirEntry {
+            name: name.into(),
+            kind: FileType::Directory,
+            source_ino: meta.ino,
+            source: None,
+        };
+        let mut entries = vec![dot("."), dot("..")];
+        entries.extend(names.dirs.iter().map(|(name, &ino)| DirEntry {
+            name: name.clone(),
+            kind: FileType::Directory,
+            source_ino: ino,
+            source: None,
+        }));
+        entries.extend(names.files.iter().map(|(shown, source)| DirEntry {
+            name: shown.clone(),
+            kind: FileType::RegularFile,
+            source_ino: meta.ino,
+            source: Some(source.clone()),
+        }));
+        Ok(Listing {
+            dir: Some(self.root.open_dir(&dir)?),
+            meta,
+            entries,
+            view: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(sources: &[&str], extension: Option<&str>) -> Vec<(String, String)> {
+        let sources = sources.iter().map(OsString::from).collect();
+        shown_names(sources, extension)
+            .into_iter()
+            .map(|(shown, source)| (shown.into_string().unwrap(), source.into_string().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn images_take_the_styles_extension_and_the_first_source_keeps_the_name() {
+        let shown = names(&["b.png", "a.png", "a.jpg", "c.JPEG"], Some("webp"));
+        assert_eq!(
+            shown,
+            [
+                ("a.png.webp", "a.png"),
+                ("a.webp", "a.jpg"),
+                ("b.webp", "b.png"),
+                ("c.webp", "c.JPEG"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        // Without a format in the style, names stay.
+        assert_eq!(names(&["a.jpg"], None), [("a.jpg".into(), "a.jpg".into())]);
+    }
+
+    #[test]
+    fn images_are_recognised_by_extension_in_any_case() {
+        for image in [
+            "a.jpg", "b.JPEG", "c.Png", "d.heif", "e.avif", "f.tif", "g.x.webp",
+        ] {
+            assert!(is_image(OsStr::new(image)), "{image}");
+        }
+        for other in [
+            "a.txt",
+            "jpg",
+            ".jpg",
+            "a.jpg@format,webp",
+            "a.jpgx",
+            "noext",
+        ] {
+            assert!(!is_image(OsStr::new(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_view_path_is_its_style_and_the_mirrored_directory() {
+        assert_eq!(
+            split(Path::new("@style,small/a/b")),
+            Some(("small", PathBuf::from("a/b")))
+        );
+        assert_eq!(
+            split(Path::new("@style,small")),
+            Some(("small", PathBuf::new()))
+        );
+        assert_eq!(split(Path::new("photos/a")), None);
+    }
+}
