@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A fleet of imgfs nodes on one machine (README, "Many hosts"): NODES mounts of one source
-# directory, each served by its own nginx on a loopback port with contrib/nginx-imgfs.conf,
+# A fleet of imgfs nodes on one machine (README, "Many hosts"): mounts of one source directory
+# (three by default), each served by its own nginx on a loopback port with contrib/nginx-imgfs.conf,
 # and one front nginx with contrib/fleet/front.conf that shards the variants over them by
 # consistent hashing, retries a dead node's variants on the others, and caches. Prints the
 # front's URL and runs until Ctrl-C (or SIGTERM), which stops everything and unmounts.
@@ -11,7 +11,8 @@
 #   scripts/fleet-demo.sh [OPTIONS] [SOURCE]
 #
 # SOURCE: the directory every node mounts (default: DIR/photos, sample photos made here).
-#   --bin PATH              the imgfs binary (default: built with cargo build --release)
+#   --bin PATH              the imgfs binary (default: scripts/setup-debian.sh installs what
+#                           is missing, then cargo build --release)
 #   --dir DIR               mountpoints, configs, logs, pid files (default /tmp/imgfs-fleet):
 #                           DIR/nodeK/{mnt,imgfs.pid,nginx.pid,error.log,access.log},
 #                           DIR/front/{access.log,error.log,cache}
@@ -48,6 +49,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 if [ -z "$BIN" ]; then
+  "$ROOT/scripts/setup-debian.sh"
   (cd "$ROOT" && cargo build --release)
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/imgfs
 fi
