@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod confinement;
 mod faults;
+mod fleet;
 mod hostile;
 mod load;
 mod mount;
