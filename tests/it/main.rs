@@ -15,4 +15,5 @@ mod load;
 mod mount;
 mod operations;
 mod serving;
+mod views;
 mod web;
