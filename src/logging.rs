@@ -24,6 +24,7 @@ pub fn init(verbose: u8, daemon: bool) {
     let level = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         // A daemon tells the terminal only what went wrong; the journal gets the rest.
         .with_filter(filter::filter_fn(move |line| {

@@ -17,7 +17,17 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx in one process, as root (any mount is readable).
     pub fn serve(root: &Path) -> Nginx {
+        Nginx::start(root, None)
+    }
+
+    /// nginx as Debian runs it: a root master, workers as `user` (www-data).
+    pub fn serve_as(root: &Path, user: &str) -> Nginx {
+        Nginx::start(root, Some(user))
+    }
+
+    fn start(root: &Path, worker_user: Option<&str>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let shipped = fs::read_to_string(concat!(
@@ -30,8 +40,12 @@ impl Nginx {
             .replace("root /mnt/img;", &format!("root {};", root.display()));
         assert!(server.contains(&port.to_string()) && server.contains(root.to_str().unwrap()));
         let d = dir.path().display();
+        let process = match worker_user {
+            None => "master_process off;\nuser root;".to_string(),
+            Some(user) => format!("master_process on;\nuser {user};"),
+        };
         let conf = format!(
-            "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+            "daemon off;\n{process}\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n include /etc/nginx/mime.types;\n access_log {d}/access.log;\n\
              client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
@@ -64,10 +78,16 @@ impl Nginx {
 
     /// (status, headers, body) as curl receives them.
     pub fn get(&self, name: &str) -> (u32, String, Vec<u8>) {
+        self.get_with(name, &[])
+    }
+
+    /// A GET with extra request headers (`If-None-Match: ...`).
+    pub fn get_with(&self, name: &str, request_headers: &[&str]) -> (u32, String, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
         let url = format!("http://127.0.0.1:{}/{name}", self.port);
         let out = Command::new("curl")
+            .args(request_headers.iter().flat_map(|h| ["-H", h]))
             .args([
                 "-s",
                 "-D",
@@ -91,6 +111,11 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a master stops its workers on the way out.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.child.wait();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
