@@ -35,7 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Mount SOURCE read-only at MOUNTPOINT, in the foreground, until Ctrl-C or SIGTERM.
+    /// Mount SOURCE read-only at MOUNTPOINT, in the foreground (or with --daemon in the
+    /// background), until Ctrl-C, SIGTERM or umount.
     Mount(MountArgs),
     /// Convert one file with a spec, without a mount.
     Convert(ConvertArgs),
@@ -76,8 +77,9 @@ pub struct MountArgs {
     /// Seconds a failed conversion is remembered before it is tried again.
     #[arg(long, default_value_t = DEFAULT_ERROR_TTL.as_secs_f64())]
     pub error_timeout: f64,
-    /// Mount options, comma-separated: allow_other, allow_root, and any option mount.fuse
-    /// takes (ro and default_permissions are always on).
+    /// Mount options, comma-separated: allow_other, allow_root, any option mount.fuse takes
+    /// (ro, nosuid, nodev and default_permissions are always on), and every long option
+    /// of this command as name=value or a bare flag name (cache_size=1GiB, no_passthrough).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
     /// Serve originals, and variants of 256 KiB or more, through imgfs instead of FUSE
@@ -90,6 +92,12 @@ pub struct MountArgs {
     /// browsers"); EACCES (403) and failures of the machine (EIO, 500) stay.
     #[arg(long, value_enum, default_value_t = Errnos::default())]
     pub errors: Errnos,
+    /// Detach into the background once the mount is up (the exit status says whether it
+    /// came up; errors until then go to stderr), then log to the systemd journal, or syslog.
+    /// Implied when mount(8) runs imgfs (`mount -t fuse.imgfs`, fstab), where every long
+    /// option is also an -o option: cache_size=256MiB, jobs=2, no_passthrough, ...
+    #[arg(long)]
+    pub daemon: bool,
     #[command(flatten)]
     pub processing: ProcessingArgs,
 }

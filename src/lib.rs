@@ -5,15 +5,19 @@
 //! the files of the source tree, confined to its root and judged as the caller; [`cache`]
 //! keeps results in a byte-bounded LRU with single-flight; [`convert`] runs conversions on
 //! workers; [`core`] is the filesystem (names, inodes, versions, handles) with no FUSE type;
-//! [`fuse`] is the one adapter to the kernel.
+//! [`fuse`] is the one adapter to the kernel. [`helper`], [`daemon`] and [`logging`] make
+//! the binary a mount helper that mount(8) and fstab can run.
 
 pub mod cache;
 pub mod cli;
 pub mod convert;
 pub mod core;
+pub mod daemon;
 pub mod error;
 pub mod fuse;
+pub mod helper;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod options;
 pub mod pipeline;

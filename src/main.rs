@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use imgfs::cli::{Cli, Command, ConvertArgs, MountArgs, StatsArgs};
 use imgfs::convert::Inputs;
+use imgfs::daemon::Readiness;
 use imgfs::options::MountOptions;
 use imgfs::source::{Caller, Found, Root};
 use imgfs::spec::Spec;
@@ -14,11 +15,27 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let line = match imgfs::helper::command_line(std::env::args_os().collect()) {
+        Ok(line) => line,
+        Err(message) => {
+            eprintln!("imgfs: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(line);
+    // Before anything else: a fork copies only the calling thread.
+    let daemon = matches!(&cli.command, Command::Mount(args) if args.daemon);
+    let readiness = match daemon.then(imgfs::daemon::detach).transpose() {
+        Ok(readiness) => readiness,
+        Err(e) => {
+            eprintln!("imgfs: cannot detach: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    imgfs::logging::init(cli.verbose, daemon);
     return_freed_frames();
     let result = match cli.command {
-        Command::Mount(args) => mount(args),
+        Command::Mount(args) => mount(args, readiness),
         Command::Convert(args) => convert(args),
         Command::Stats(args) => stats(args),
     };
@@ -36,7 +53,7 @@ fn main() -> ExitCode {
 /// the process's RSS; a fixed threshold keeps them mmapped, so a free returns them at once.
 fn return_freed_frames() {
     // SAFETY: mallopt takes no pointer and only retunes glibc's allocator (a value out of range
-    // is refused, not undefined); it runs first in main, before any thread that could allocate.
+    // is refused, not undefined); it runs early in main, before any thread that could allocate.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
@@ -53,21 +70,6 @@ fn raise_open_files_limit() {
         limit.current = Some(most);
         let _ = setrlimit(Resource::Nofile, limit);
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
 
 fn convert(args: ConvertArgs) -> Result<(), String> {
@@ -109,7 +111,7 @@ fn stats(args: StatsArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn mount(args: MountArgs) -> Result<(), String> {
+fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
     raise_open_files_limit();
     let settings = args.processing.settings();
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
@@ -125,25 +127,23 @@ fn mount(args: MountArgs) -> Result<(), String> {
         passthrough: !args.no_passthrough,
         errors: args.errors,
     };
-    let mut mounted =
-        imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options).map_err(
-            |e| {
-                format!(
-                    "cannot mount {} at {}: {e}",
-                    args.source.display(),
-                    args.mountpoint.display()
-                )
-            },
-        )?;
+    let mounted = imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options)
+        .map_err(|e| {
+            format!(
+                "cannot mount {} at {}: {e}",
+                args.source.display(),
+                args.mountpoint.display()
+            )
+        })?;
     info!(
-        "serving {} at {} (cache {}, {} conversion jobs in {}); Ctrl-C or SIGTERM unmounts",
+        "serving {} at {} (cache {}, {} conversion jobs in {}); umount, Ctrl-C or SIGTERM unmounts",
         args.source.display(),
         args.mountpoint.display(),
         bytesize::ByteSize(options.cache_bytes),
         options.jobs,
         bytesize::ByteSize(options.convert_memory())
     );
-    let mut unmounter = mounted.session.unmount_callable();
+    let mut unmounter = mounted.unmounter;
     let mountpoint = args.mountpoint.clone();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -162,6 +162,11 @@ fn mount(args: MountArgs) -> Result<(), String> {
             }
         })
         .map_err(|e| e.to_string())?;
+    if let Some(readiness) = readiness {
+        readiness
+            .ready()
+            .map_err(|e| format!("cannot detach: {e}"))?;
+    }
     mounted.session.run().map_err(|e| format!("session: {e}"))?;
     info!(
         "unmounted; {} conversions",

@@ -2,82 +2,30 @@
 //! request into a call of [`crate::core::ImgFs`] and its answer into a reply, and owns
 //! what only the kernel side has: passthrough backing ids and entry invalidations.
 
+mod kernel_mount;
+mod mounting;
 mod passthrough;
+
+pub use mounting::{mount, Mount, Unmounter};
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request, Session, SessionACL,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use tracing::{debug, info};
 
 use crate::core::{Attr, ImgFs, Kernel, OpenFile};
 use crate::error::{Errnos, Error};
-use crate::options::MountOptions;
-use crate::pipeline::Settings;
 use crate::source::Caller;
-use crate::spec::Styles;
 use passthrough::{Passthrough, Served};
-
-/// A mount ready to run, and the filesystem behind it (for its cache and statistics).
-pub struct Mount {
-    pub session: Session<Fuse>,
-    pub fs: Arc<ImgFs>,
-}
-
-/// Mounts `source` at `mountpoint`; the caller runs (or spawns) the session.
-pub fn mount(
-    source: &Path,
-    mountpoint: &Path,
-    settings: Settings,
-    styles: Styles,
-    options: &MountOptions,
-) -> io::Result<Mount> {
-    let fs = ImgFs::new(source, settings, styles, options)?;
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::DefaultPermissions,
-        MountOption::FSName(format!("imgfs:{}", fs.root().path().display())),
-        MountOption::Subtype("imgfs".into()),
-    ];
-    for option in options.options.iter().filter(|o| !o.is_empty()) {
-        match option.as_str() {
-            "allow_other" => config.acl = SessionACL::All,
-            "allow_root" => config.acl = SessionACL::RootAndOwner,
-            "ro" | "default_permissions" => {}
-            "rw" => return Err(io::Error::other("imgfs is read-only: -o rw refused")),
-            other => config
-                .mount_options
-                .push(MountOption::CUSTOM(other.to_string())),
-        }
-    }
-    config.n_threads = Some(options.fuse_threads.max(1));
-    config.clone_fd = true;
-    let adapter = Fuse {
-        fs: fs.clone(),
-        ttl: options.attr_ttl,
-        passthrough_wanted: options.passthrough,
-        passthrough: Arc::default(),
-        errnos: options.errors,
-    };
-    let session = Session::new(adapter, mountpoint, &config)?;
-    let notifier = session.notifier();
-    let invalidator = Invalidator::start(move |parent, name: &OsStr| {
-        let _ = notifier.inval_entry(INodeNo(parent), name);
-    })?;
-    fs.set_kernel(Arc::new(invalidator));
-    Ok(Mount { session, fs })
-}
 
 /// Drops kernel entries on one thread of its own, in order: the kernel may be waiting for
 /// the very request that noticed a change (a notice can block until it is answered), so a

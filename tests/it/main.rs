@@ -8,6 +8,7 @@
 mod cli;
 mod common;
 mod confinement;
+mod deploy;
 mod faults;
 mod fleet;
 mod hostile;

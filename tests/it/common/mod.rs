@@ -43,6 +43,7 @@ pub struct Mount {
     /// The filesystem core behind the mount (inodes held, cache).
     pub fs: Arc<imgfs::core::ImgFs>,
     session: Option<fuser::BackgroundSession>,
+    unmounter: imgfs::fuse::Unmounter,
     _dir: tempfile::TempDir,
 }
 
@@ -85,6 +86,7 @@ impl Mount {
         let cache = mounted.fs.cache().clone();
         let memory_gate = mounted.fs.memory_gate().clone();
         let fs = mounted.fs.clone();
+        let unmounter = mounted.unmounter;
         let session = mounted.session.spawn().expect("spawn session");
         // The mount is live once the kernel answers for it.
         for _ in 0..100 {
@@ -101,6 +103,7 @@ impl Mount {
             memory_gate,
             fs,
             session: Some(session),
+            unmounter,
             _dir: dir,
         }
     }
@@ -117,7 +120,14 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            drop(session); // unmounts and joins
+            match self.unmounter.unmount() {
+                // The session ends when the kernel ends the connection.
+                Ok(()) => drop(session.join()),
+                // Busy (a test left a file open): detach, and let the session end later.
+                Err(_) => {
+                    let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+                }
+            }
         }
     }
 }

@@ -19,7 +19,17 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx in one process, as root (any mount is readable).
     pub fn serve(root: &Path) -> Nginx {
+        Nginx::start(root, None)
+    }
+
+    /// nginx as Debian runs it: a root master, workers as `user` (www-data).
+    pub fn serve_as(root: &Path, user: &str) -> Nginx {
+        Nginx::start(root, Some(user))
+    }
+
+    fn start(root: &Path, worker_user: Option<&str>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let (port, metrics_port) = (free_port(), free_port());
         let shipped = fs::read_to_string(concat!(
@@ -44,8 +54,12 @@ impl Nginx {
             "every path of the shipped config replaced"
         );
         let d = dir.path().display();
+        let process = match worker_user {
+            None => "master_process off;\nuser root;".to_string(),
+            Some(user) => format!("master_process on;\nuser {user};"),
+        };
         let conf = format!(
-            "daemon off;\nmaster_process off;\nuser root;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
+            "daemon off;\n{process}\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n include /etc/nginx/mime.types;\n access_log {d}/access.log;\n\
              client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
@@ -86,6 +100,11 @@ impl Nginx {
         get(self.port, name)
     }
 
+    /// A GET with extra request headers (`If-None-Match: ...`).
+    pub fn get_with(&self, name: &str, request_headers: &[&str]) -> (u32, String, Vec<u8>) {
+        request(self.port, name, request_headers)
+    }
+
     /// What the private server answers for `/metrics`.
     pub fn metrics(&self) -> (u32, String, Vec<u8>) {
         get(self.metrics_port, "metrics")
@@ -99,10 +118,16 @@ impl Nginx {
 
 /// (status, headers, body) of `http://127.0.0.1:PORT/NAME` as curl receives them.
 pub fn get(port: u16, name: &str) -> (u32, String, Vec<u8>) {
+    request(port, name, &[])
+}
+
+/// Like [`get`], with extra request headers.
+fn request(port: u16, name: &str, request_headers: &[&str]) -> (u32, String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let (headers, body) = (dir.path().join("h"), dir.path().join("b"));
     let url = format!("http://127.0.0.1:{port}/{name}");
     let out = Command::new("curl")
+        .args(request_headers.iter().flat_map(|h| ["-H", h]))
         .args([
             "-s",
             "-D",
@@ -125,6 +150,11 @@ pub fn get(port: u16, name: &str) -> (u32, String, Vec<u8>) {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a master stops its workers on the way out.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.child.wait();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
