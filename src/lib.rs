@@ -3,9 +3,9 @@
 //! Data flows one way (docs/ARCHITECTURE.md): [`spec`] parses a name into a validated
 //! [`spec::Spec`]; [`pipeline`] decodes, runs the operations and encodes; [`source`] opens
 //! the files of the source tree, confined to its root and judged as the caller; [`cache`]
-//! keeps results in a byte-bounded LRU with single-flight; [`convert`] runs conversions on
+//! keeps results in a byte-bounded LRU with single-flight, and on disk across restarts; [`convert`] runs conversions on
 //! workers; [`core`] is the filesystem (names, inodes, versions, handles) with no FUSE type;
-//! [`fuse`] is the one adapter to the kernel.
+//! [`fuse`] is the one adapter to the kernel; [`warm`] fills the disk cache ahead of a mount.
 
 pub mod cache;
 pub mod cli;
@@ -18,5 +18,6 @@ pub mod options;
 pub mod pipeline;
 pub mod source;
 pub mod spec;
+pub mod warm;
 
 pub use error::{Error, Result};

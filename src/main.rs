@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount(args) => mount(args),
         Command::Convert(args) => convert(args),
+        Command::Warm(args) => imgfs::warm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +116,7 @@ fn mount(args: MountArgs) -> Result<(), String> {
         error_ttl: Duration::from_secs_f64(args.error_timeout.max(0.0)),
         options: args.options.clone(),
         passthrough: !args.no_passthrough,
+        disk_cache: (!args.no_disk_cache).then(|| args.disk.options()),
     };
     let mut mounted =
         imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options).map_err(
@@ -153,14 +156,13 @@ fn mount(args: MountArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     mounted.session.run().map_err(|e| format!("session: {e}"))?;
+    let converter = mounted.fs.converter();
+    converter.wait_idle(Duration::from_secs(60));
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let disk_hits = converter.disk().map_or(0, |disk| count(&disk.stats.hits));
     info!(
-        "unmounted; {} conversions",
-        mounted
-            .fs
-            .cache()
-            .stats
-            .conversions
-            .load(std::sync::atomic::Ordering::Relaxed)
+        "unmounted; {} conversions, {disk_hits} variants from the disk cache",
+        count(&converter.cache().stats.conversions)
     );
     Ok(())
 }

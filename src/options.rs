@@ -1,6 +1,7 @@
 //! How a mount behaves, besides what a conversion needs ([`crate::pipeline::Settings`]):
 //! every default in one place, read by the command line's `--help` as well.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Room per job for a 16 MP frame (48 MiB) converted at 1.5 frames and its source.
@@ -14,6 +15,43 @@ pub const DEFAULT_FUSE_THREADS: u16 = 4;
 pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
 /// `--error-timeout`'s default.
 pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(10);
+/// `--disk-cache-size`' default, as the command line shows it.
+pub const DEFAULT_DISK_CACHE_SIZE: &str = "4GiB";
+
+/// `--disk-cache`'s default: `/var/cache/imgfs` for root, else `$XDG_CACHE_HOME/imgfs`,
+/// else `~/.cache/imgfs` (the XDG base directory rule).
+pub fn default_disk_cache_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/imgfs");
+    }
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("imgfs")
+}
+
+/// Where and how large the disk cache is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCacheOptions {
+    pub dir: PathBuf,
+    /// Bound in bytes of the entries (each counted in whole 4 KiB blocks).
+    pub bytes: u64,
+}
+
+impl Default for DiskCacheOptions {
+    fn default() -> Self {
+        DiskCacheOptions {
+            dir: default_disk_cache_dir(),
+            bytes: crate::cli::parse_size(DEFAULT_DISK_CACHE_SIZE)
+                .expect("DEFAULT_DISK_CACHE_SIZE is a size"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -33,6 +71,8 @@ pub struct MountOptions {
     pub options: Vec<String>,
     /// FUSE passthrough for originals and large variants, where the kernel has it.
     pub passthrough: bool,
+    /// The disk tier under the memory cache; None = off.
+    pub disk_cache: Option<DiskCacheOptions>,
 }
 
 impl Default for MountOptions {
@@ -47,6 +87,7 @@ impl Default for MountOptions {
             error_ttl: DEFAULT_ERROR_TTL,
             options: Vec::new(),
             passthrough: true,
+            disk_cache: Some(DiskCacheOptions::default()),
         }
     }
 }

@@ -138,6 +138,7 @@ fn help_names_every_default() {
 fn mount_binary(source: &Path, mnt: &Path) -> std::process::Child {
     let child = Command::new(bin())
         .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
+        .arg("--no-disk-cache")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -8,9 +8,11 @@
 mod cli;
 mod common;
 mod confinement;
+mod disk_cache;
 mod faults;
 mod hostile;
 mod load;
 mod mount;
 mod operations;
+mod warm;
 mod web;
