@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::encode::BIG;
 use crate::mount::Mount;
 use crate::util::{bytes, median, ratio, run, secs, time, Res, Table};
 use crate::Bench;
@@ -46,7 +47,7 @@ pub fn disk_hit(b: &Bench) -> Res<Vec<Table>> {
     let cache = b.work.join("disk-cache-hit");
     let _ = fs::remove_dir_all(&cache);
     let dir_arg = cache.to_string_lossy().to_string();
-    let args = ["--disk-cache", dir_arg.as_str()];
+    let args = ["--disk-cache", dir_arg.as_str(), BIG[0], BIG[1]];
     let (t_convert, len) = {
         let m = Mount::start(b, &args, "disk")?;
         read(&m.path(&name))?

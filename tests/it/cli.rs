@@ -127,6 +127,9 @@ fn help_names_every_default() {
         "allow_other",
         "[default: 85]",
         "[default: 50]",
+        "[default: 4GiB]",
+        "/var/cache/imgfs",
+        "--no-disk-cache",
     ] {
         assert!(
             help.contains(needle),
