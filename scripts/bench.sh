@@ -4,7 +4,7 @@
 #
 #   scripts/bench.sh            full run (~15 min on 2 cores); tables in bench-out/results.md (smoke: bench-out/smoke/)
 #   scripts/bench.sh --smoke    a couple of small cases, one repetition (< 3 min); CI runs this
-#   scripts/bench.sh [--photos DIR] [--reps N] [--only resize,full,first,throughput,ls,rss,defaults,presets]
+#   scripts/bench.sh [--photos DIR] [--reps N] [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm]
 #
 # Needs root (or fusermount3 and /dev/fuse access) for the mount cases.
 set -euo pipefail

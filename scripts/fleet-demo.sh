@@ -132,7 +132,7 @@ for i in "${!nodes[@]}"; do
   node=$DIR/node$((i + 1)) port=${nodes[i]} metrics_port=${metrics[i]}
   mkdir -p "$node/mnt"
   if mounted "$node/mnt"; then umount -l "$node/mnt"; fi
-  "$BIN" mount --errors web "$SRC" "$node/mnt" 2>"$node/imgfs.log" &
+  "$BIN" mount --errors web --disk-cache "$node/cache" "$SRC" "$node/mnt" 2>"$node/imgfs.log" &
   pids+=($!)
   mounts+=("$node/mnt")
   echo "$!" >"$node/imgfs.pid"

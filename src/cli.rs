@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::Errnos;
 use crate::limits::{Limits, DEFAULT_MAX_SOURCE_BYTES};
 use crate::options::{
-    DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
+    DiskCacheOptions, DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_DISK_CACHE_SIZE,
+    DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
 };
 use crate::pipeline::{Qualities, Settings};
 use crate::spec::Styles;
@@ -40,6 +41,11 @@ pub enum Command {
     Mount(MountArgs),
     /// Convert one file with a spec, without a mount.
     Convert(ConvertArgs),
+    /// Fill the disk cache ahead of time: convert every image under SOURCE (recognised by
+    /// content, recursively; symlinks are not followed) with each SPEC, skipping what is
+    /// cached already. A later mount of SOURCE with the same processing options serves
+    /// them without converting. Ctrl-C stops, keeping what is done.
+    Warm(WarmArgs),
     /// Print a mount's metrics readably (MOUNTPOINT/.imgfs/metrics is the Prometheus text).
     Stats(StatsArgs),
 }
@@ -99,6 +105,51 @@ pub struct MountArgs {
     #[arg(long)]
     pub daemon: bool,
     #[command(flatten)]
+    pub disk: DiskCacheArgs,
+    /// Keep converted variants in memory only.
+    #[arg(long, conflicts_with = "disk_cache")]
+    pub no_disk_cache: bool,
+    #[command(flatten)]
+    pub processing: ProcessingArgs,
+}
+
+/// The disk cache, shared by `mount` and `warm`.
+#[derive(Debug, Args)]
+pub struct DiskCacheArgs {
+    /// Directory of the disk cache, which keeps converted variants across remounts and
+    /// crashes (created with mode 0700; it needs user extended attributes, as ext4, xfs,
+    /// btrfs and tmpfs have). Mounts may share one. Default: /var/cache/imgfs as root,
+    /// else $XDG_CACHE_HOME/imgfs, else ~/.cache/imgfs.
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache: Option<PathBuf>,
+    /// Bound of the disk cache (least recently used entries go first), e.g. 4GiB or 500MB.
+    #[arg(long, default_value = DEFAULT_DISK_CACHE_SIZE, value_parser = parse_size)]
+    pub disk_cache_size: u64,
+}
+
+impl DiskCacheArgs {
+    pub fn options(&self) -> DiskCacheOptions {
+        let defaults = DiskCacheOptions::default();
+        DiskCacheOptions {
+            dir: self.disk_cache.clone().unwrap_or(defaults.dir),
+            bytes: self.disk_cache_size,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// The directory whose images to convert (as `mount` would serve it).
+    pub source: PathBuf,
+    /// Specs as in variant names (`format,heic@resize,l_900`, `style,thumb`); one or more.
+    #[arg(required = true, num_args = 1..)]
+    pub specs: Vec<String>,
+    #[command(flatten)]
+    pub disk: DiskCacheArgs,
+    /// Conversions run at once; default: cores.
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
     pub processing: ProcessingArgs,
 }
 
@@ -119,7 +170,7 @@ pub struct ConvertArgs {
     pub processing: ProcessingArgs,
 }
 
-/// Options shared by `mount` and `convert`: limits, qualities, metadata, styles.
+/// Options shared by `mount`, `convert` and `warm`: limits, qualities, metadata, styles.
 #[derive(Debug, Args)]
 pub struct ProcessingArgs {
     /// Largest source file read (EFBIG beyond).
@@ -233,6 +284,7 @@ mod tests {
         assert_eq!(args.jobs, None);
         assert_eq!(args.convert_memory, None);
         assert_eq!(!args.no_passthrough, options.passthrough);
+        assert_eq!(Some(args.disk.options()), options.disk_cache);
         assert_eq!(args.errors, options.errors);
         let (settings, defaults) = (args.processing.settings(), Settings::default());
         assert_eq!(settings.limits, defaults.limits);

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount(args, readiness),
         Command::Convert(args) => convert(args),
         Command::Stats(args) => stats(args),
+        Command::Warm(args) => imgfs::warm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +128,7 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
         options: args.options.clone(),
         passthrough: !args.no_passthrough,
         errors: args.errors,
+        disk_cache: (!args.no_disk_cache).then(|| args.disk.options()),
     };
     let mounted = imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options)
         .map_err(|e| {
@@ -168,14 +171,13 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
             .map_err(|e| format!("cannot detach: {e}"))?;
     }
     mounted.session.run().map_err(|e| format!("session: {e}"))?;
+    let converter = mounted.fs.converter();
+    converter.wait_idle(Duration::from_secs(60));
+    let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let disk_hits = converter.disk().map_or(0, |disk| count(&disk.stats.hits));
     info!(
-        "unmounted; {} conversions",
-        mounted
-            .fs
-            .cache()
-            .stats
-            .conversions
-            .load(std::sync::atomic::Ordering::Relaxed)
+        "unmounted; {} conversions, {disk_hits} variants from the disk cache",
+        count(&converter.cache().stats.conversions)
     );
     Ok(())
 }

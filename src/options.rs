@@ -1,6 +1,7 @@
 //! How a mount behaves, besides what a conversion needs ([`crate::pipeline::Settings`]):
 //! every default in one place, read by the command line's `--help` as well.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Errnos;
@@ -16,6 +17,43 @@ pub const DEFAULT_FUSE_THREADS: u16 = 4;
 pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
 /// `--error-timeout`'s default.
 pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(10);
+/// `--disk-cache-size`' default, as the command line shows it.
+pub const DEFAULT_DISK_CACHE_SIZE: &str = "4GiB";
+
+/// `--disk-cache`'s default: `/var/cache/imgfs` for root, else `$XDG_CACHE_HOME/imgfs`,
+/// else `~/.cache/imgfs` (the XDG base directory rule).
+pub fn default_disk_cache_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/imgfs");
+    }
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("XDG_CACHE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("imgfs")
+}
+
+/// Where and how large the disk cache is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskCacheOptions {
+    pub dir: PathBuf,
+    /// Bound in bytes of the entries (each counted in whole 4 KiB blocks).
+    pub bytes: u64,
+}
+
+impl Default for DiskCacheOptions {
+    fn default() -> Self {
+        DiskCacheOptions {
+            dir: default_disk_cache_dir(),
+            bytes: crate::cli::parse_size(DEFAULT_DISK_CACHE_SIZE)
+                .expect("DEFAULT_DISK_CACHE_SIZE is a size"),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -37,6 +75,8 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// Which errnos requests answer with (precise, or what web servers make a 4xx of).
     pub errors: Errnos,
+    /// The disk tier under the memory cache; None = off.
+    pub disk_cache: Option<DiskCacheOptions>,
 }
 
 impl Default for MountOptions {
@@ -52,6 +92,7 @@ impl Default for MountOptions {
             options: Vec::new(),
             passthrough: true,
             errors: Errnos::Precise,
+            disk_cache: Some(DiskCacheOptions::default()),
         }
     }
 }

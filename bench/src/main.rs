@@ -3,8 +3,9 @@
 //!
 //! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 of outputs, as the tables score them)
 //! imgfs-bench [--smoke] [--photos DIR] [--reps N] [--out DIR (bench-out, smoke: bench-out/smoke)] [--imgfs BIN]
-//!             [--only resize,full,first,throughput,ls,rss,defaults,presets] [--webp-q N] [--heic-q N]
+//!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm] [--webp-q N] [--heic-q N]
 
+mod disk;
 mod encode;
 mod mount;
 mod score;
@@ -34,7 +35,7 @@ pub struct Bench {
 }
 
 type Case = fn(&Bench) -> Res<Vec<Table>>;
-const CASES: [(&str, Case); 8] = [
+const CASES: [(&str, Case); 10] = [
     ("resize", encode::resize),
     ("full", encode::full),
     ("first", mount::first_read),
@@ -43,6 +44,8 @@ const CASES: [(&str, Case); 8] = [
     ("rss", mount::rss),
     ("defaults", encode::defaults),
     ("presets", encode::presets),
+    ("disk", disk::disk_hit),
+    ("warm", disk::warm),
 ];
 
 fn main() {

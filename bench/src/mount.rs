@@ -37,6 +37,8 @@ impl Mount {
             .arg(&b.photo_dir)
             .arg(&dir)
             .args(args)
+            // Cases measure conversions unless they ask for a disk cache of their own.
+            .args(["--no-disk-cache"].iter().filter(|_| !args.iter().any(|a| a.starts_with("--disk-cache"))))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

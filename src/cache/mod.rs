@@ -1,8 +1,11 @@
-//! Converted variants in memory: an LRU bounded in bytes, with single-flight conversions.
+//! Converted variants in memory: an LRU bounded in bytes, with single-flight conversions;
+//! and under it, in [`disk`], the tier that keeps them across restarts.
 //!
 //! Callers never block here: a request either finds its bytes, or joins the waiters of the
-//! one conversion in flight for its key, or is told to start that conversion.
+//! one conversion in flight for its key, or is told to start that conversion (or to fetch
+//! it from the disk tier first: the converter asks the tiers in order).
 
+pub mod disk;
 mod stored;
 
 use std::collections::HashMap;
@@ -67,10 +70,12 @@ fn entry_cost(key: &Key, entry: &Entry) -> u64 {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Conversions started (one per distinct key and source version, single-flight).
+    /// Conversions run (one per distinct key and source version, single-flight; counted by
+    /// the converter, so answers from the disk tier are not among them).
     pub conversions: AtomicU64,
+    /// Requests answered from memory.
     pub hits: AtomicU64,
-    /// Requests that found no entry: they started a conversion or joined one in flight.
+    /// Requests memory could not answer: they started a job or joined the one in flight.
     pub misses: AtomicU64,
     pub evictions: AtomicU64,
 }
@@ -105,19 +110,19 @@ impl Job {
 
     pub fn finish(self, result: Result<Stored>) {
         let read = self.key.version.clone();
-        self.finish_from(read, result);
+        self.finish_from(read, result.map(Arc::new));
     }
 
     /// Like [`Job::finish`] for a result made from inputs of version `read`: if they
     /// changed between the stat that made the key and the read, the waiters still get the
     /// result (told its version), but it is kept under that version, never under the key's.
-    pub fn finish_from(mut self, read: Version, result: Result<Stored>) {
+    pub fn finish_from(mut self, read: Version, result: Result<Converted>) {
         self.finished = true;
         let key = Key {
             version: read,
             spec: self.key.spec.clone(),
         };
-        self.cache.finish(&self.key, key, result.map(Arc::new));
+        self.cache.finish(&self.key, key, result);
     }
 }
 
@@ -148,10 +153,20 @@ impl Cache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The entry for `key`, if it is ready or failed recently.
+    /// The entry for `key`, if it is ready or failed recently (counted as a hit or a miss).
     pub fn get(&self, key: &Key) -> Option<Result<Converted>> {
+        let found = self.find(key);
+        let counter = match found {
+            Some(Ok(_)) => &self.stats.hits,
+            _ => &self.stats.misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn find(&self, key: &Key) -> Option<Result<Converted>> {
         let mut inner = self.lock();
-        let found = match inner.entries.get(key) {
+        match inner.entries.get(key) {
             Some(Entry::Ready(out)) => Some(Ok(out.clone())),
             Some(Entry::Failed(err, at)) if at.elapsed() < self.error_ttl => Some(Err(err.clone())),
             Some(Entry::Failed(..)) => {
@@ -161,17 +176,16 @@ impl Cache {
                 None
             }
             None => None,
-        };
-        if matches!(found, Some(Ok(_))) {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
         }
-        found
     }
 
     /// Answers `waiter` now if the entry exists, else queues it behind the conversion in
     /// flight, else returns the [`Job`] the caller must run.
     pub fn get_or_start(self: &Arc<Self>, key: Key, waiter: Waiter) -> Option<Job> {
-        if let Some(found) = self.get(&key) {
+        if let Some(found) = self.find(&key) {
+            if found.is_ok() {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            }
             waiter(found, &key.version);
             return None;
         }
@@ -180,6 +194,7 @@ impl Cache {
         if let Some(Entry::Ready(out)) = inner.entries.get(&key) {
             let out = out.clone();
             drop(inner);
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             waiter(Ok(out), &key.version);
             return None;
         }
@@ -189,7 +204,6 @@ impl Cache {
             return None;
         }
         inner.pending.insert(key.clone(), vec![waiter]);
-        self.stats.conversions.fetch_add(1, Ordering::Relaxed);
         Some(Job {
             cache: self.clone(),
             key,
@@ -255,21 +269,27 @@ impl Cache {
     }
 }
 
+/// A key for tests: source inode `n`, the rest fixed.
+#[cfg(test)]
+pub(crate) fn test_key(n: u64) -> Key {
+    Key {
+        version: Version::of(Identity {
+            dev: 1,
+            ino: n,
+            size: 10,
+            mtime_ns: 5,
+        }),
+        spec: "format,png".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
 
     fn key(n: u64) -> Key {
-        Key {
-            version: Version::of(Identity {
-                dev: 1,
-                ino: n,
-                size: 10,
-                mtime_ns: 5,
-            }),
-            spec: "format,png".into(),
-        }
+        test_key(n)
     }
 
     fn output(len: usize) -> Stored {
@@ -287,7 +307,7 @@ mod tests {
             jobs.extend(cache.get_or_start(key(1), waiter));
         }
         assert_eq!(jobs.len(), 1);
-        assert_eq!(cache.stats.conversions.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.stats.misses.load(Ordering::Relaxed), 16);
         jobs.pop().unwrap().finish(Ok(output(100)));
         let answers: Vec<_> = rx.try_iter().collect();
         assert_eq!(answers.len(), 16);
@@ -295,6 +315,7 @@ mod tests {
         // Later requests are hits.
         let waiter: Waiter = Box::new(|r, _| assert!(r.is_ok()));
         assert!(cache.get_or_start(key(1), waiter).is_none());
+        assert_eq!(cache.stats.hits.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -340,7 +361,7 @@ mod tests {
                 Box::new(move |r, from| tx.send((r.is_ok(), from.clone())).unwrap()),
             )
             .unwrap()
-            .finish_from(key(2).version, Ok(output(10)));
+            .finish_from(key(2).version, Ok(Arc::new(output(10))));
         assert_eq!(rx.recv(), Ok((true, key(2).version)));
         assert!(cache.get(&key(1)).is_none());
         assert!(matches!(cache.get(&key(2)), Some(Ok(_))));

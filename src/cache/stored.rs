@@ -20,8 +20,9 @@ pub const MEMORY_FILE_MIN: usize = 256 << 10;
 
 pub enum Stored {
     Heap(Vec<u8>),
-    /// The map keeps the bytes readable here; the file is what the kernel reads from.
-    Memory {
+    /// A memory file, or a verified disk-cache file (`cache::disk`): the map keeps the
+    /// bytes readable here; the file is what the kernel reads from (passthrough).
+    Mapped {
         file: File,
         map: Mmap,
     },
@@ -35,7 +36,7 @@ impl Stored {
             return Stored::Heap(out.bytes);
         }
         match memory_file(&out.bytes) {
-            Ok((file, map)) => Stored::Memory { file, map },
+            Ok((file, map)) => Stored::Mapped { file, map },
             Err(err) => {
                 debug!("no memory file for a conversion ({err}); kept on the heap");
                 Stored::Heap(out.bytes)
@@ -46,7 +47,7 @@ impl Stored {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Stored::Heap(bytes) => bytes,
-            Stored::Memory { map, .. } => map,
+            Stored::Mapped { map, .. } => map,
         }
     }
 
@@ -58,11 +59,11 @@ impl Stored {
         self.len() == 0
     }
 
-    /// The memory file holding the bytes, if they are in one.
-    pub fn memory_file(&self) -> Option<&File> {
+    /// The file holding the bytes (memory or disk cache), if they are in one.
+    pub fn backing_file(&self) -> Option<&File> {
         match self {
             Stored::Heap(_) => None,
-            Stored::Memory { file, .. } => Some(file),
+            Stored::Mapped { file, .. } => Some(file),
         }
     }
 }
@@ -99,7 +100,7 @@ mod tests {
         let expected = out.bytes.clone();
         let stored = Stored::new(out);
         assert_eq!(stored.bytes(), &expected[..]);
-        let file = stored.memory_file().expect("a memory file");
+        let file = stored.backing_file().expect("a memory file");
         let mut read = Vec::new();
         io::Read::read_to_end(&mut &*file, &mut read).unwrap();
         assert_eq!(read, expected);
@@ -108,7 +109,7 @@ mod tests {
     #[test]
     fn small_outputs_stay_on_the_heap() {
         let stored = Stored::new(output(MEMORY_FILE_MIN - 1));
-        assert!(stored.memory_file().is_none());
+        assert!(stored.backing_file().is_none());
         assert_eq!(stored.len(), (MEMORY_FILE_MIN - 1) as u64);
     }
 }

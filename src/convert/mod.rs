@@ -1,12 +1,15 @@
 //! The converter: from a variant's found inputs to its stored bytes.
 //!
 //! A request is keyed by the version of its inputs (the source and every watermark image,
-//! see [`Version`]) and the canonical spec. The cache answers it, or joins it to the one
-//! conversion in flight for its key (single-flight), or hands back a job that runs here on
-//! a worker thread: the inputs are read through the descriptors they were found by, the
+//! see [`Version`]) and the canonical spec. The memory cache answers it, or joins it to the
+//! one conversion in flight for its key (single-flight), or hands back a job. The job is
+//! first asked of the disk tier, on the request's own thread, as a read of an original
+//! would be: a cached variant never queues behind conversions. Otherwise it runs here on a
+//! worker thread: the inputs are read through the descriptors they were found by, the
 //! pipeline runs inside the memory gate, the result is kept under the version actually
-//! read, one log line says how it went, and freed memory goes back to the system.
-//! Request threads never wait for any of it: the answer comes through a callback.
+//! read (in memory, then written to disk once the waiters have it), one log line says how
+//! it went, and freed memory goes back to the system. Request threads never wait for a
+//! conversion: the answer comes through a callback.
 
 mod workers;
 
@@ -15,8 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::cache::disk::DiskCache;
 use crate::cache::{Cache, Converted, Key, Stored, Version};
 use crate::error::{errno_name, Error, Result};
 use crate::limits::Limits;
@@ -84,6 +88,7 @@ impl Inputs {
 /// memory gate around each conversion.
 pub struct Converter {
     cache: Arc<Cache>,
+    disk: Option<Arc<DiskCache>>,
     gate: Arc<MemoryGate>,
     workers: Workers,
     settings: Arc<Settings>,
@@ -93,7 +98,7 @@ pub struct Converter {
 impl Converter {
     pub fn new(
         settings: Settings,
-        cache: Arc<Cache>,
+        (cache, disk): (Arc<Cache>, Option<Arc<DiskCache>>),
         gate: Arc<MemoryGate>,
         jobs: usize,
     ) -> std::io::Result<Converter> {
@@ -102,6 +107,7 @@ impl Converter {
         gate.observe_waits(move |waited| observed.gate_waited(waited));
         Ok(Converter {
             cache,
+            disk,
             gate,
             workers: Workers::new(jobs)?,
             settings: Arc::new(settings),
@@ -109,19 +115,30 @@ impl Converter {
         })
     }
 
-    /// The cache's counts now, for the metrics.
+    /// The cache tiers' counts now, for the metrics.
     pub fn counts(&self) -> CacheCounts {
         let stats = &self.cache.stats;
+        let disk = self.disk.as_ref().map(|disk| TierCounts {
+            hits: disk.stats.hits.load(Ordering::Relaxed),
+            bytes: disk.bytes(),
+            entries: disk.len() as u64,
+            evictions: disk.stats.evictions.load(Ordering::Relaxed),
+        });
+        // What memory missed and the disk then answered was no miss of the cache's.
+        let disk_hits = disk.map_or(0, |disk| disk.hits);
         CacheCounts {
             conversions: stats.conversions.load(Ordering::Relaxed),
-            misses: stats.misses.load(Ordering::Relaxed),
+            misses: stats
+                .misses
+                .load(Ordering::Relaxed)
+                .saturating_sub(disk_hits),
             memory: TierCounts {
                 hits: stats.hits.load(Ordering::Relaxed),
                 bytes: self.cache.bytes(),
                 entries: self.cache.len() as u64,
                 evictions: stats.evictions.load(Ordering::Relaxed),
             },
-            disk: None,
+            disk,
         }
     }
 
@@ -134,12 +151,27 @@ impl Converter {
         &self.cache
     }
 
+    /// The disk tier, if the mount has one.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+
     pub fn memory_gate(&self) -> &Arc<MemoryGate> {
         &self.gate
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Waits (at most `timeout`) for the conversions queued or running, and so for their
+    /// writes to the disk tier: called once the mount has ended, before the process exits.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let pending = self.workers.pending();
+        if pending > 0 {
+            info!("waiting for {pending} conversions to finish and be written");
+        }
+        self.workers.wait_idle(timeout)
     }
 
     /// The variant `name` (for log lines): `spec` applied to `inputs`, from the cache, by
@@ -161,8 +193,13 @@ impl Converter {
         let Some(job) = self.cache.get_or_start(key, Box::new(then)) else {
             return;
         };
+        if let Some(stored) = self.disk.as_ref().and_then(|disk| disk.get(job.key())) {
+            debug!("{}: from the disk cache", name.display());
+            return job.finish(Ok(stored));
+        }
+        self.cache.stats.conversions.fetch_add(1, Ordering::Relaxed);
         let (settings, spec, name) = (self.settings.clone(), spec.clone(), name.to_path_buf());
-        let (gate, metrics) = (self.gate.clone(), self.metrics.clone());
+        let (gate, disk, metrics) = (self.gate.clone(), self.disk.clone(), self.metrics.clone());
         self.workers.spawn(move || {
             let started = Instant::now();
             let _span = tracing::debug_span!("convert", name = %name.display()).entered();
@@ -178,9 +215,17 @@ impl Converter {
             metrics.conversion_ended(started.elapsed(), errno);
             // Kept under the version actually read, so a key never maps to another
             // version's bytes.
-            match read {
-                Some(version) => job.finish_from(version, result),
-                None => job.finish(result),
+            let read = read.unwrap_or_else(|| job.key().version.clone());
+            let key = Key {
+                version: read.clone(),
+                spec: job.key().spec.clone(),
+            };
+            let result = result.map(Arc::new);
+            job.finish_from(read, result.clone());
+            if let (Some(disk), Ok(out)) = (disk, result) {
+                if let Err(err) = disk.put(&key, out.bytes()) {
+                    warn!("disk cache: {err}; {} kept in memory only", name.display());
+                }
             }
             return_freed_memory();
         });

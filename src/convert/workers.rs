@@ -6,13 +6,17 @@
 //! are never nested; their parallel parts run on rayon's global pool.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 type Task = Box<dyn FnOnce() + Send>;
 
 pub struct Workers {
     queue: Sender<Task>,
+    /// Tasks queued or running.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Workers {
@@ -25,13 +29,47 @@ impl Workers {
                 .name(format!("convert-{i}"))
                 .spawn(move || work(&tasks))?;
         }
-        Ok(Workers { queue })
+        Ok(Workers {
+            queue,
+            pending: Arc::default(),
+        })
     }
 
     /// Queues `task`; the first free thread runs it.
     pub fn spawn(&self, task: impl FnOnce() + Send + 'static) {
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::SeqCst);
         // The threads live as long as the queue's sender, which is `self`.
-        let _ = self.queue.send(Box::new(task));
+        let _ = self.queue.send(Box::new(move || {
+            let _done = Done(pending);
+            task();
+        }));
+    }
+
+    /// Tasks queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no task is queued or running, at most `timeout`; whether none is.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while self.pending() > 0 {
+            if start.elapsed() > timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+/// Counts a task as done however it ends (a panic included).
+struct Done(Arc<AtomicUsize>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -69,5 +107,7 @@ mod tests {
             rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         }
         assert_eq!(done.load(Ordering::SeqCst), 10);
+        assert!(workers.wait_idle(Duration::from_secs(5)));
+        assert_eq!(workers.pending(), 0);
     }
 }

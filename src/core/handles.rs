@@ -19,7 +19,8 @@ pub enum OpenFile {
     /// imgfs only answers the few reads it still sends (readahead(2)).
     Source(Arc<File>),
     /// Pinned bytes: eviction from the cache cannot take them away while open. Large ones
-    /// are a memory file (see [`crate::cache::Stored`]) that passthrough reads likewise.
+    /// are a memory file or a disk-cache file (see [`crate::cache::Stored`]) that
+    /// passthrough reads likewise.
     Variant(Converted),
     /// A rendering of one of the mount's own files: a later open may see another size,
     /// so the kernel must not cache its pages (direct I/O).
@@ -31,7 +32,7 @@ impl OpenFile {
     pub fn backing_file(&self) -> Option<&File> {
         match self {
             OpenFile::Source(file) => Some(file),
-            OpenFile::Variant(out) => out.memory_file(),
+            OpenFile::Variant(out) => out.backing_file(),
             OpenFile::Snapshot(_) => None,
         }
     }

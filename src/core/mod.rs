@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tracing::info;
 
+use crate::cache::disk::DiskCache;
 use crate::cache::{Cache, Converted};
 use crate::convert::Converter;
 use crate::error::{Error, Result};
@@ -110,11 +111,15 @@ impl ImgFs {
             )));
         }
         let cache = Cache::new(options.cache_bytes, options.error_ttl);
+        let disk = options
+            .disk_cache
+            .as_ref()
+            .and_then(|disk| DiskCache::open_or_log(&disk.dir, disk.bytes, settings.fingerprint()));
         let gate = Arc::new(MemoryGate::new(options.convert_memory()));
         Ok(Arc::new(ImgFs {
             root,
             styles,
-            converter: Converter::new(settings, cache, gate, options.jobs)?,
+            converter: Converter::new(settings, (cache, disk), gate, options.jobs)?,
             inodes: Mutex::new(Table::new(&root_meta)),
             handles: Handles::default(),
             kernel: OnceLock::new(),

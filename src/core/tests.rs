@@ -26,6 +26,7 @@ fn png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
 fn mount(source: &Path) -> Arc<ImgFs> {
     let options = MountOptions {
         jobs: 2,
+        disk_cache: None,
         ..MountOptions::default()
     };
     ImgFs::new(source, Default::default(), Styles::default(), &options).unwrap()

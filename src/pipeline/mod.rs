@@ -76,6 +76,26 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Everything besides the spec that shapes an output's bytes, as text: the disk cache
+    /// keeps it in every key, since its entries outlive a mount and its settings. The
+    /// version covers changes of the codecs and operations between releases. Limits only
+    /// decide whether a conversion runs, and failures are not kept on disk.
+    pub fn fingerprint(&self) -> String {
+        let q = &self.qualities;
+        format!(
+            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; strip {}",
+            env!("CARGO_PKG_VERSION"),
+            q.jpeg,
+            q.webp,
+            q.heic,
+            q.avif,
+            self.heic_preset,
+            self.strip_metadata
+        )
+    }
+}
+
 /// A converted file: its bytes and what they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {

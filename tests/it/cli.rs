@@ -127,6 +127,9 @@ fn help_names_every_default() {
         "allow_other",
         "[default: 85]",
         "[default: 50]",
+        "[default: 4GiB]",
+        "/var/cache/imgfs",
+        "--no-disk-cache",
     ] {
         assert!(
             help.contains(needle),
@@ -138,6 +141,7 @@ fn help_names_every_default() {
 fn mount_binary(source: &Path, mnt: &Path) -> std::process::Child {
     let child = Command::new(bin())
         .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
+        .arg("--no-disk-cache")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -239,6 +239,7 @@ fn hostile_watermarks_are_refused_within_the_mounts_memory_bounds() {
             "2",
             "--convert-memory",
             "160MiB",
+            "--no-disk-cache",
         ])
         .args(["-o", "allow_other"])
         .stderr(std::process::Stdio::null())

@@ -35,10 +35,12 @@ impl Setup {
         fs::create_dir(&local_bin).unwrap();
         std::os::unix::fs::symlink(bin(), local_bin.join("imgfs")).unwrap();
         let fstab = dir.path().join("fstab");
+        // The disk cache in the test's own directory, never the machine's /var/cache/imgfs.
         let line = format!(
-            "{} {} fuse.imgfs {options} 0 0\n",
+            "{} {} fuse.imgfs {options},disk_cache={} 0 0\n",
             source.display(),
-            mnt.display()
+            mnt.display(),
+            dir.path().join("cache").display()
         );
         fs::write(&fstab, line).unwrap();
         Setup {

@@ -283,6 +283,7 @@ fn sigterm_under_load_exits_zero_and_leaves_no_mount() {
     }
     let mut child = Command::new(bin())
         .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
+        .arg("--no-disk-cache")
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use imgfs::cache::disk::DiskCache;
 use imgfs::cache::Cache;
 use imgfs::options::MountOptions;
 use imgfs::pipeline::memory::MemoryGate;
@@ -67,20 +68,42 @@ impl Mount {
         )
     }
 
-    /// Mounts after `fill` has written the source directory.
+    /// Mounts after `fill` has written the source directory. The default disk cache (the
+    /// user's own directory) is turned off: a test that wants one names its directory.
     pub fn with(
         options: MountOptions,
         settings: Settings,
         styles: Styles,
         fill: impl FnOnce(&Path),
     ) -> Mount {
-        init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
         let source = dir.path().join("src");
-        let mnt = dir.path().join("mnt");
         std::fs::create_dir(&source).unwrap();
-        std::fs::create_dir(&mnt).unwrap();
         fill(&source);
+        Mount::over_with(dir, source, options, settings, styles)
+    }
+
+    /// Mounts the existing directory `source` (another mount's, to mount it again) with
+    /// `options` and default settings.
+    pub fn over(source: &Path, options: MountOptions) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (settings, styles) = (Settings::default(), Styles::default());
+        Mount::over_with(dir, source.to_path_buf(), options, settings, styles)
+    }
+
+    fn over_with(
+        dir: tempfile::TempDir,
+        source: PathBuf,
+        mut options: MountOptions,
+        settings: Settings,
+        styles: Styles,
+    ) -> Mount {
+        init_logging();
+        if options.disk_cache == MountOptions::default().disk_cache {
+            options.disk_cache = None;
+        }
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
         let mounted = imgfs::fuse::mount(&source, &mnt, settings, styles, &options)
             .expect("mount (tests need root and /dev/fuse)");
         let cache = mounted.fs.cache().clone();
@@ -114,6 +137,11 @@ impl Mount {
 
     pub fn conversions(&self) -> u64 {
         self.cache.stats.conversions.load(Ordering::SeqCst)
+    }
+
+    /// The mount's disk tier, if it has one.
+    pub fn disk(&self) -> Option<Arc<DiskCache>> {
+        self.fs.converter().disk().cloned()
     }
 }
 

@@ -1,0 +1,343 @@
+//! Converted variants on disk, under the memory tier: they survive a remount or a crash.
+//!
+//! Keyed like the memory tier ([`Key`], plus the settings that shape the bytes), bounded
+//! in bytes with least-recently-used eviction, written to a temporary name and renamed into
+//! place, and verified whenever read (header, length, checksum: see [`entry`]): a damaged,
+//! truncated or foreign file is logged, deleted and reported as a miss, so it is converted
+//! again. A failed write (ENOSPC) loses only the entry; the read was answered already.
+//!
+//! Mounts may share a directory: no lock is taken. Entries appear by rename and go by
+//! unlink, so a reader holds either a whole file or none; each mount's index is advice
+//! ([`index`]), a file gone under it is a miss, and every mount rescans the directory
+//! after writing a quarter of the bound, so the others' entries count against it too.
+
+mod entry;
+mod index;
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use memmap2::Mmap;
+use rustix::fs::{fgetxattr, fsetxattr, XattrFlags};
+use tracing::{debug, info, warn};
+
+use super::{Key, Stored, MEMORY_FILE_MIN};
+use entry::{Header, XATTR};
+use index::{cost, Index};
+
+/// What the disk tier did, for metrics.
+#[derive(Debug, Default)]
+pub struct DiskStats {
+    /// Lookups answered with verified bytes.
+    pub hits: AtomicU64,
+    /// Lookups that found no entry, or a damaged one.
+    pub misses: AtomicU64,
+    /// Entries written.
+    pub writes: AtomicU64,
+    /// Writes that failed (a full disk, a read-only directory); only the entry is lost.
+    pub write_errors: AtomicU64,
+    /// Damaged, truncated or foreign files found at an entry's place and deleted.
+    pub corrupt: AtomicU64,
+    /// Entries deleted to stay within the bound.
+    pub evictions: AtomicU64,
+}
+
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    /// What of the mount's settings shapes the bytes, part of every key.
+    context: String,
+    index: Mutex<Index>,
+    /// Bytes written since the directory was last scanned.
+    written: AtomicU64,
+    /// Numbers this process's temporary files apart.
+    temp_serial: AtomicU64,
+    pub stats: DiskStats,
+}
+
+impl DiskCache {
+    /// Opens (creating it, mode 0700) the cache directory `dir` bounded by `capacity`
+    /// bytes, for conversions made with settings `context`; scans it, evicting down to the
+    /// bound. Fails if the directory cannot hold entries (not writable, no user xattrs).
+    pub fn open(dir: &Path, capacity: u64, context: String) -> io::Result<Arc<DiskCache>> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            capacity,
+            context,
+            index: Mutex::new(index::scan(dir)?),
+            written: AtomicU64::new(0),
+            temp_serial: AtomicU64::new(0),
+            stats: DiskStats::default(),
+        };
+        cache.probe()?;
+        let evicted = cache.index().make_room(0, capacity);
+        cache.delete(evicted);
+        Ok(Arc::new(cache))
+    }
+
+    /// [`DiskCache::open`] for a mount: one log line either way. A directory that cannot
+    /// hold the cache leaves the mount without one, as a cache is never worth not serving.
+    pub fn open_or_log(dir: &Path, capacity: u64, context: String) -> Option<Arc<DiskCache>> {
+        let started = Instant::now();
+        match DiskCache::open(dir, capacity, context) {
+            Ok(disk) => {
+                info!(
+                    "disk cache {}: {} entries, {} of {}, scanned in {} ms",
+                    dir.display(),
+                    disk.len(),
+                    bytesize::ByteSize(disk.bytes()),
+                    bytesize::ByteSize(capacity),
+                    started.elapsed().as_millis()
+                );
+                Some(disk)
+            }
+            Err(err) => {
+                warn!("disk cache {}: {err}; running without it", dir.display());
+                None
+            }
+        }
+    }
+
+    /// Writes and deletes one temporary file with a header: the directory must take both.
+    fn probe(&self) -> io::Result<()> {
+        let (file, temp) = self.create_temp(Path::new(""))?;
+        let set = fsetxattr(&file, XATTR, b"probe", XattrFlags::empty());
+        let _ = std::fs::remove_file(&temp);
+        set.map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("no user extended attributes here ({e}); they hold each entry's header"),
+            )
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes of the entries this mount knows of (whole blocks); at most the capacity.
+    pub fn bytes(&self) -> u64 {
+        self.index().bytes()
+    }
+
+    /// Entries this mount knows of.
+    pub fn len(&self) -> usize {
+        self.index().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // Every update is one step: a panic while holding the lock leaves consistent data.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn place(&self, key: &Key) -> (Vec<u8>, u128, PathBuf) {
+        let serialized = entry::serialize_key(key, &self.context);
+        let hash = entry::hash(&serialized);
+        let path = self.dir.join(entry::relative_path(hash));
+        (serialized, hash, path)
+    }
+
+    /// The verified bytes of `key`, if its entry is here and whole. Large ones are the
+    /// cache file itself, mapped (FUSE passthrough reads it); small ones are copied.
+    pub fn get(&self, key: &Key) -> Option<Stored> {
+        let (serialized, hash, path) = self.place(key);
+        let found = match File::open(&path) {
+            Ok(file) => read_verified(file, &serialized),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.to_string()),
+        };
+        match found {
+            Ok(Some((stored, file))) => {
+                // Recency for the next scan, here or in another mount sharing the directory.
+                let _ = file.set_modified(SystemTime::now());
+                self.index().insert(hash, cost(stored.len()));
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                Some(stored)
+            }
+            Ok(None) => {
+                self.index().remove(hash);
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(reason) => {
+                warn!("disk cache {}: {reason}; deleted", path.display());
+                let _ = std::fs::remove_file(&path);
+                self.index().remove(hash);
+                self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Whether an entry for `key` is here with a matching header and length (its bytes are
+    /// checked when read): to skip work already done.
+    pub fn contains(&self, key: &Key) -> bool {
+        let (serialized, _, path) = self.place(key);
+        File::open(&path)
+            .ok()
+            .and_then(|file| Some((header_of(&file).ok()?, file.metadata().ok()?.len())))
+            .is_some_and(|(header, len)| header.check(&serialized, len).is_ok())
+    }
+
+    /// Stores `bytes` as the entry of `key`, evicting least recently used entries to make
+    /// room. An entry larger than the whole bound is not stored.
+    pub fn put(&self, key: &Key, bytes: &[u8]) -> io::Result<()> {
+        let (serialized, hash, path) = self.place(key);
+        let cost = cost(bytes.len() as u64);
+        if cost > self.capacity {
+            debug!(
+                "disk cache: {} bytes exceed the bound; not stored",
+                bytes.len()
+            );
+            return Ok(());
+        }
+        let evicted = {
+            let mut index = self.index();
+            let evicted = index.make_room(cost, self.capacity);
+            index.reserve(hash, cost);
+            evicted
+        };
+        self.delete(evicted);
+        let written = self.write(&path, &Header::of(serialized, bytes), bytes);
+        self.index().written(hash, written.is_ok());
+        if let Err(err) = written {
+            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(err);
+        }
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        if self.written.fetch_add(cost, Ordering::Relaxed) + cost > self.capacity / 4 {
+            self.rescan();
+        }
+        Ok(())
+    }
+
+    /// Writes the entry to a temporary name beside `path`, then renames it into place.
+    fn write(&self, path: &Path, header: &Header, bytes: &[u8]) -> io::Result<()> {
+        let subdir = path.parent().expect("entries are in subdirectories");
+        match std::fs::DirBuilder::new().mode(0o700).create(subdir) {
+            Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
+        let (mut file, temp) = self.create_temp(subdir)?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| {
+                Ok(fsetxattr(
+                    &file,
+                    XATTR,
+                    &header.encode(),
+                    XattrFlags::empty(),
+                )?)
+            })
+            .and_then(|()| std::fs::rename(&temp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    fn create_temp(&self, subdir: &Path) -> io::Result<(File, PathBuf)> {
+        let serial = self.temp_serial.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}{}-{serial}", entry::TEMP_PREFIX, std::process::id());
+        let temp = self.dir.join(subdir).join(name);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&temp)?;
+        Ok((file, temp))
+    }
+
+    /// Deletes evicted entries (a reader that opened one keeps its bytes).
+    fn delete(&self, hashes: Vec<u128>) {
+        for hash in hashes {
+            let path = self.dir.join(entry::relative_path(hash));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => debug!("disk cache {}: {err}", path.display()),
+            }
+        }
+    }
+
+    /// Reads the directory again (entries other mounts wrote, or deleted), then evicts
+    /// down to the bound.
+    fn rescan(&self) {
+        self.written.store(0, Ordering::Relaxed);
+        match index::scan(&self.dir) {
+            Ok(scanned) => {
+                let mut index = self.index();
+                index.replace(scanned);
+                let evicted = index.make_room(0, self.capacity);
+                drop(index);
+                self.delete(evicted);
+            }
+            Err(err) => debug!("disk cache {}: rescan: {err}", self.dir.display()),
+        }
+    }
+}
+
+fn header_of(file: &File) -> Result<Header, String> {
+    let mut raw = vec![0; 4096];
+    let len = match fgetxattr(file, XATTR, &mut raw) {
+        Ok(len) => len,
+        Err(rustix::io::Errno::NODATA) => return Err("no imgfs header (a foreign file)".into()),
+        Err(rustix::io::Errno::RANGE) => return Err("a damaged header".into()),
+        Err(err) => return Err(format!("header: {err}")),
+    };
+    Header::decode(&raw[..len])
+}
+
+/// The bytes of the entry open as `file` if it is the whole entry of `key`: Ok(None) if
+/// it is not a regular file (nothing of ours), Err(reason) if damaged.
+fn read_verified(file: File, key: &[u8]) -> Result<Option<(Stored, File)>, String> {
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let header = header_of(&file)?;
+    header.check(key, meta.len())?;
+    let stored = if meta.len() < MEMORY_FILE_MIN as u64 {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&file).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        header.check_bytes(&bytes)?;
+        Stored::Heap(bytes)
+    } else {
+        // SAFETY: the map is unsound only if the file is truncated or written while mapped.
+        // Cache files are never written in place: each is written once under a temporary
+        // name, renamed into place, and later only unlinked (the inode, and so the map,
+        // outlives that). The directory is imgfs's own (mode 0700); a process with the
+        // rights to write in it anyway could as well write this process's memory.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+        header.check_bytes(&map)?;
+        Stored::Mapped {
+            file: file.try_clone().map_err(|e| e.to_string())?,
+            map,
+        }
+    };
+    Ok(Some((stored, file)))
+}
+
+#[cfg(test)]
+mod tests;

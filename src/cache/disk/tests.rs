@@ -1,0 +1,176 @@
+//! The disk tier without a mount: round trips, damage of every kind, the bound, restarts.
+
+use super::*;
+use crate::cache::test_key as key;
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+fn open(dir: &Path, capacity: u64) -> Arc<DiskCache> {
+    DiskCache::open(dir, capacity, "settings".into()).unwrap()
+}
+
+fn path_of(disk: &DiskCache, key: &Key) -> PathBuf {
+    disk.place(key).2
+}
+
+fn count(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+#[test]
+fn small_and_large_entries_come_back_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, large) = (bytes(1000, 1), bytes(MEMORY_FILE_MIN + 5, 2));
+    {
+        let disk = open(dir.path(), 1 << 30);
+        assert!(disk.get(&key(1)).is_none());
+        disk.put(&key(1), &small).unwrap();
+        disk.put(&key(2), &large).unwrap();
+        assert!(disk.contains(&key(1)) && !disk.contains(&key(3)));
+        assert_eq!(count(&disk.stats.writes), 2);
+        assert_eq!(count(&disk.stats.misses), 1);
+    }
+    let disk = open(dir.path(), 1 << 30);
+    assert_eq!(disk.len(), 2);
+    let got = disk.get(&key(1)).unwrap();
+    assert!(got.backing_file().is_none());
+    assert_eq!(got.bytes(), &small[..]);
+    let got = disk.get(&key(2)).unwrap();
+    assert_eq!(got.bytes(), &large[..]);
+    assert!(
+        got.backing_file().is_some(),
+        "large entries are served from their file"
+    );
+    assert_eq!(count(&disk.stats.hits), 2);
+    // Other settings are other keys.
+    let other = DiskCache::open(dir.path(), 1 << 30, "other settings".into()).unwrap();
+    assert!(other.get(&key(1)).is_none());
+}
+
+#[test]
+fn damaged_truncated_and_foreign_files_are_deleted_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = open(dir.path(), 1 << 30);
+    // What each does to the entry's file, given another entry's file.
+    type Damage = fn(&Path, &Path);
+    let damage: [(&str, Damage); 4] = [
+        ("a flipped byte", |path, _| {
+            let mut data = std::fs::read(path).unwrap();
+            data[10] ^= 0xff;
+            // Written in place, as a disk error would: the header stays.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .write_all(&data)
+                .unwrap();
+        }),
+        ("truncated", |path, _| {
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.set_len(100).unwrap();
+        }),
+        ("a foreign file", |path, _| {
+            std::fs::remove_file(path).unwrap();
+            std::fs::write(path, b"not an entry").unwrap();
+        }),
+        ("another key's entry copied over it", |path, other| {
+            let header = header_of(&File::open(other).unwrap()).unwrap();
+            std::fs::remove_file(path).unwrap();
+            std::fs::copy(other, path).unwrap();
+            let file = File::options().write(true).open(path).unwrap();
+            fsetxattr(&file, XATTR, &header.encode(), XattrFlags::empty()).unwrap();
+        }),
+    ];
+    for (n, (what, damage)) in damage.into_iter().enumerate() {
+        let (k, other) = (key(10 + n as u64), key(100 + n as u64));
+        disk.put(&k, &bytes(300_000, n as u8)).unwrap();
+        disk.put(&other, &bytes(300_000, 99)).unwrap();
+        let path = path_of(&disk, &k);
+        damage(&path, &path_of(&disk, &other));
+        assert!(disk.get(&k).is_none(), "{what} was served");
+        assert!(!path.exists(), "{what} was not deleted");
+        assert!(!disk.contains(&k));
+        assert_eq!(count(&disk.stats.corrupt), n as u64 + 1, "{what}");
+    }
+}
+
+#[test]
+fn the_bound_holds_least_recently_used_first_and_too_large_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = index::cost(10_000);
+    let disk = open(dir.path(), 3 * entry);
+    for n in 0..3 {
+        disk.put(&key(n), &bytes(10_000, n as u8)).unwrap();
+    }
+    assert!(disk.get(&key(0)).is_some()); // 0 is now the most recent
+    disk.put(&key(3), &bytes(10_000, 3)).unwrap();
+    assert!(disk.bytes() <= 3 * entry);
+    assert!(disk.get(&key(1)).is_none());
+    assert!(disk.get(&key(0)).is_some() && disk.get(&key(3)).is_some());
+    assert_eq!(count(&disk.stats.evictions), 1);
+    disk.put(&key(4), &bytes(4 * entry as usize, 4)).unwrap();
+    assert!(!disk.contains(&key(4)));
+    // Reopened with a smaller bound, it evicts at once.
+    let smaller = open(dir.path(), entry);
+    assert_eq!(smaller.len(), 1);
+}
+
+#[test]
+fn a_write_that_fails_leaves_no_entry_and_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = open(dir.path(), 1 << 30);
+    let path = path_of(&disk, &key(1));
+    // A directory in the entry's place makes the rename fail.
+    std::fs::create_dir_all(path.join("blocker")).unwrap();
+    assert!(disk.put(&key(1), &bytes(100, 1)).is_err());
+    assert_eq!(count(&disk.stats.write_errors), 1);
+    assert!(disk.get(&key(1)).is_none());
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "only the blocker: {left:?}");
+}
+
+#[test]
+fn two_caches_on_one_directory_see_each_others_entries_and_vanished_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(dir.path(), 1 << 30), open(dir.path(), 1 << 30));
+    a.put(&key(1), &bytes(5000, 1)).unwrap();
+    assert_eq!(b.get(&key(1)).unwrap().bytes(), &bytes(5000, 1)[..]);
+    std::fs::remove_file(path_of(&a, &key(1))).unwrap();
+    assert!(a.get(&key(1)).is_none());
+    assert_eq!(
+        count(&a.stats.corrupt),
+        0,
+        "a vanished entry is a plain miss"
+    );
+}
+
+/// The start time the docs quote (docs/ARCHITECTURE.md): run with
+/// `cargo test --release --lib scan_of_100000_entries -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scan_of_100000_entries() {
+    let dir = tempfile::tempdir_in(std::env::var("SCAN_DIR").unwrap_or(".".into())).unwrap();
+    let disk = open(dir.path(), u64::MAX);
+    for n in 0..100_000 {
+        disk.put(&key(n), &bytes(64, n as u8)).unwrap();
+    }
+    drop(disk);
+    // Cold: drop the kernel's dentry and inode caches first, if allowed.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
+    for state in ["cold", "warm"] {
+        let started = std::time::Instant::now();
+        let disk = open(dir.path(), u64::MAX);
+        println!(
+            "scan of {} entries ({state}): {:?}",
+            disk.len(),
+            started.elapsed()
+        );
+    }
+}

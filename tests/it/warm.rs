@@ -1,0 +1,97 @@
+//! `imgfs warm` (the binary), then a mount (root and /dev/fuse) that converts nothing.
+
+use std::os::unix::fs::symlink;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use imgfs::options::{DiskCacheOptions, MountOptions};
+
+use crate::common::{bin, make_jpeg, Mount};
+
+fn warm(source: &std::path::Path, cache: &std::path::Path, specs: &[&str]) -> (bool, String) {
+    let out = Command::new(bin())
+        .arg("warm")
+        .arg(source)
+        .args(specs)
+        .arg("--disk-cache")
+        .arg(cache)
+        .args(["--jobs", "2", "--style", "thumb=resize,w_60"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.success(),
+        text + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn warm_then_mount_converts_nothing() {
+    let outside = tempfile::tempdir().unwrap();
+    make_jpeg(&outside.path().join("secret.jpg"), 64, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    make_jpeg(&src.join("a.jpg"), 300, 200);
+    std::fs::create_dir_all(src.join("deep/er")).unwrap();
+    make_jpeg(&src.join("deep/er/b.jpg"), 200, 300);
+    // Recognised by content, not by name.
+    std::fs::copy(src.join("a.jpg"), src.join("deep/no-extension")).unwrap();
+    std::fs::write(src.join("notes.txt"), b"not an image").unwrap();
+    symlink(outside.path().join("secret.jpg"), src.join("out.jpg")).unwrap();
+    let source = src.to_path_buf();
+    let cache = tempfile::tempdir().unwrap();
+    let specs = ["format,webp@resize,w_100", "style,thumb"];
+    let (ok, text) = warm(&source, cache.path(), &specs);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warm: 6 converted, 0 skipped (cached), 0 failed"),
+        "{text}"
+    );
+    let (ok, text) = warm(&source, cache.path(), &specs);
+    assert!(
+        ok && text.contains("warm: 0 converted, 6 skipped"),
+        "{text}"
+    );
+
+    let options = MountOptions {
+        disk_cache: Some(DiskCacheOptions {
+            dir: cache.path().to_path_buf(),
+            bytes: 1 << 30,
+        }),
+        ..MountOptions::default()
+    };
+    let m = Mount::over(&source, options);
+    for file in ["a.jpg", "deep/er/b.jpg", "deep/no-extension"] {
+        for spec in ["format,webp@resize,w_100", "resize,w_60"] {
+            let name = format!("{file}@{spec}");
+            let bytes = std::fs::read(m.path(&name)).unwrap();
+            assert!(image::load_from_memory(&bytes).is_ok(), "{name}");
+        }
+    }
+    assert_eq!(m.conversions(), 0);
+    let disk = m.disk().unwrap();
+    assert_eq!(disk.stats.hits.load(Ordering::Relaxed), 6);
+    assert!(!cache.path().join("out.jpg").exists());
+}
+
+#[test]
+fn warm_reports_failures_and_bad_specs() {
+    let source = tempfile::tempdir().unwrap();
+    make_jpeg(&source.path().join("good.jpg"), 100, 100);
+    // JPEG magic, then nothing decodable.
+    std::fs::write(
+        source.path().join("broken.jpg"),
+        b"\xff\xd8\xff\xe0 garbage",
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let (ok, text) = warm(source.path(), cache.path(), &["format,png"]);
+    assert!(!ok);
+    assert!(
+        text.contains("1 converted, 0 skipped (cached), 1 failed"),
+        "{text}"
+    );
+    assert!(text.contains("failed: broken.jpg@format,png:"), "{text}");
+    let (ok, text) = warm(source.path(), cache.path(), &["resize,w_0"]);
+    assert!(!ok && text.contains("resize,w_0"), "{text}");
+}
