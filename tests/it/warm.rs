@@ -60,7 +60,7 @@ fn warm_then_mount_converts_nothing() {
         }),
         ..MountOptions::default()
     };
-    let m = Mount::over(&source, options);
+    let m = Mount::over(&source, options.clone());
     for file in ["a.jpg", "deep/er/b.jpg", "deep/no-extension"] {
         for spec in ["format,webp@resize,w_100", "resize,w_60"] {
             let name = format!("{file}@{spec}");
@@ -72,6 +72,28 @@ fn warm_then_mount_converts_nothing() {
     let disk = m.disk().unwrap();
     assert_eq!(disk.stats.hits.load(Ordering::Relaxed), 6);
     assert!(!cache.path().join("out.jpg").exists());
+    drop(m);
+
+    // Issue 13: a whole-tree view of a warmed style lists at once, converting nothing.
+    let mut styles = imgfs::spec::Styles::default();
+    styles.add("thumb", "resize,w_60").unwrap();
+    let m = Mount::over_styled(&source, options, styles);
+    let view = m.path("@style,thumb");
+    let listing = Command::new("ls").arg("-lR").arg(&view).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains(" a.jpg") && listing.contains(" b.jpg"),
+        "{listing}"
+    );
+    for shown in ["a.jpg", "deep/er/b.jpg"] {
+        let bytes = std::fs::read(view.join(shown)).unwrap();
+        assert_eq!(
+            image::load_from_memory(&bytes).unwrap().width(),
+            60,
+            "{shown}"
+        );
+    }
+    assert_eq!(m.conversions(), 0, "{listing}");
 }
 
 #[test]

@@ -91,6 +91,18 @@ impl Mount {
         Mount::over_with(dir, source.to_path_buf(), options, settings, styles)
     }
 
+    /// Like [`Mount::over`], with `styles`.
+    pub fn over_styled(source: &Path, options: MountOptions, styles: Styles) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Mount::over_with(
+            dir,
+            source.to_path_buf(),
+            options,
+            Settings::default(),
+            styles,
+        )
+    }
+
     fn over_with(
         dir: tempfile::TempDir,
         source: PathBuf,
