@@ -69,6 +69,8 @@ impl DiskCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        // Absolute: a detached mount leaves its working directory.
+        let dir = &std::path::absolute(dir)?;
         let cache = DiskCache {
             dir: dir.to_path_buf(),
             capacity,
@@ -109,7 +111,7 @@ impl DiskCache {
 
     /// Writes and deletes one temporary file with a header: the directory must take both.
     fn probe(&self) -> io::Result<()> {
-        let (file, temp) = self.create_temp(Path::new(""))?;
+        let (file, temp) = self.create_temp(&self.dir)?;
         let set = fsetxattr(&file, XATTR, b"probe", XattrFlags::empty());
         let _ = std::fs::remove_file(&temp);
         set.map_err(|e| {
@@ -254,10 +256,11 @@ impl DiskCache {
         written.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
     }
 
-    fn create_temp(&self, subdir: &Path) -> io::Result<(File, PathBuf)> {
+    /// A new temporary file in `dir` (the cache directory or one of its subdirectories).
+    fn create_temp(&self, dir: &Path) -> io::Result<(File, PathBuf)> {
         let serial = self.temp_serial.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}{}-{serial}", entry::TEMP_PREFIX, std::process::id());
-        let temp = self.dir.join(subdir).join(name);
+        let temp = dir.join(name);
         let file = File::options()
             .write(true)
             .create_new(true)

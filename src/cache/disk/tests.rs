@@ -174,3 +174,18 @@ fn scan_of_100000_entries() {
         );
     }
 }
+
+/// A relative cache directory (`imgfs warm SRC SPEC --disk-cache cache`) stored nothing:
+/// each entry's temporary file was made at the directory joined to itself.
+#[test]
+fn a_relative_directory_holds_entries() {
+    let dir = tempfile::tempdir_in("target").unwrap();
+    let relative = dir
+        .path()
+        .strip_prefix(std::env::current_dir().unwrap())
+        .unwrap_or(dir.path());
+    assert!(relative.is_relative(), "{}", relative.display());
+    let disk = open(relative, 1 << 30);
+    disk.put(&key(1), &bytes(1000, 1)).unwrap();
+    assert_eq!(disk.get(&key(1)).unwrap().len(), 1000);
+}
