@@ -8,6 +8,7 @@
 mod attr;
 mod handles;
 mod inodes;
+mod listings;
 mod names;
 mod own_files;
 mod variants;
@@ -16,9 +17,7 @@ mod views;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -32,16 +31,15 @@ use crate::error::{Error, Result};
 use crate::options::MountOptions;
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::Settings;
-use crate::source::{read_range, Caller, Meta, Root};
+use crate::source::{read_range, Caller, Root};
 use crate::spec::Styles;
 
 pub use attr::Attr;
+use handles::Handles;
 pub use handles::{DirEntry, OpenFile};
-use handles::{Handles, Listing};
 pub use inodes::ROOT;
 use inodes::{Kind, Node, Table};
 use names::Resolved;
-use own_files::OwnFile;
 
 /// What the core asks of the kernel side; the adapter implements it.
 pub trait Kernel: Send + Sync {
@@ -305,162 +303,6 @@ impl ImgFs {
     /// RELEASE: the handle is closed; what it pinned is let go.
     pub fn release(&self, fh: u64) -> Option<OpenFile> {
         self.handles.release(fh)
-    }
-
-    /// OPENDIR: lists a source directory now; readdir hands the listing out.
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
-        let node = self.node(ino)?;
-        match node.kind {
-            Kind::Source { .. } => {}
-            Kind::Own(OwnFile::Dir) => return Ok(self.handles.open_dir(self.own_listing()?)),
-            Kind::ViewDir(_) => return Ok(self.handles.open_dir(self.view_listing(&node)?)),
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "{}: not a directory",
-                    node.path.display()
-                )))
-            }
-        }
-        let dir = self.root.open_dir(&node.path)?;
-        let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
-        let meta = Meta::from_stat(&rustix::fs::fstat(&dir).map_err(io)?);
-        let mut entries = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            entries.push(DirEntry {
-                name: name.to_os_string(),
-                kind: entry.file_type(),
-                source_ino: entry.ino(),
-                source: None,
-            });
-        }
-        // `.` and `..` first, the rest in the order the source file system lists them.
-        entries.sort_by_key(|e| !matches!(e.name.as_bytes(), b"." | b".."));
-        Ok(self.handles.open_dir(Listing {
-            dir: Some(dir),
-            meta,
-            entries,
-            view: false,
-        }))
-    }
-
-    /// READDIR(PLUS) of directory `ino` from `offset`: `add` takes each entry until it
-    /// says the reply is full. With `plus`, each entry but `.` and `..` that `add` took is
-    /// counted as a reference the kernel holds; in a view, its images are converted first
-    /// (for `caller`), a batch at a time, and one that fails is left out.
-    pub fn readdir(
-        self: &Arc<Self>,
-        caller: &Caller,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        mut add: impl FnMut(Listed<'_>) -> bool,
-    ) -> Result<()> {
-        let listing = self
-            .handles
-            .dir(fh)
-            .ok_or_else(|| Error::NotFound(format!("directory handle {fh}: not open")))?;
-        let node = self.node(ino)?;
-        let view_plus = plus && listing.view;
-        let mut converted = if view_plus {
-            self.convert_view_batch(caller, (ino, &node), &listing, offset as usize)
-        } else {
-            HashMap::new()
-        };
-        let batch = if view_plus {
-            views::VIEW_BATCH
-        } else {
-            usize::MAX
-        };
-        let entries = listing.entries.iter().enumerate();
-        for (i, entry) in entries.skip(offset as usize).take(batch) {
-            let next = i as u64 + 1;
-            let (number, attr) = match entry.name.as_bytes() {
-                b"." => (ino, Some(Attr::source(ino, &listing.meta))),
-                b".." => (
-                    self.parent_number(&node),
-                    Some(Attr::source(ino, &listing.meta)),
-                ),
-                _ if listing.view => match (&entry.source, plus) {
-                    (_, false) => (entry.source_ino, None),
-                    (None, true) => {
-                        let path = node.path.join(&entry.name);
-                        let number = self.inodes().look_up_view_dir(&path);
-                        (number, self.view_dir_attr(number, &path).ok())
-                    }
-                    (Some(_), true) => match converted.remove(&i) {
-                        Some(Ok(attr)) => (attr.ino, Some(attr)),
-                        _ => continue, // not an image after all: left out
-                    },
-                },
-                _ if listing.dir.is_none() => {
-                    let own = OwnFile::named(&entry.name).unwrap_or(OwnFile::Metrics);
-                    if plus {
-                        let number = self.inodes().look_up_own(&node.path.join(&entry.name), own);
-                        (number, self.own_attr(number, own).ok())
-                    } else {
-                        (entry.source_ino, None)
-                    }
-                }
-                _ if plus => {
-                    let Some(dir) = &listing.dir else { continue };
-                    let stat = rustix::fs::statat(
-                        dir,
-                        entry.name.as_os_str(),
-                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                    );
-                    let Ok(stat) = stat else {
-                        continue; // gone since opendir
-                    };
-                    let meta = Meta::from_stat(&stat);
-                    let number = self
-                        .inodes()
-                        .look_up_source(&node.path.join(&entry.name), &meta);
-                    (number, Some(Attr::source(number, &meta)))
-                }
-                _ => {
-                    let number = self
-                        .inodes()
-                        .source_number(listing.meta.dev, entry.source_ino);
-                    (number, None)
-                }
-            };
-            let counted = plus && !matches!(entry.name.as_bytes(), b"." | b"..");
-            let full = add(Listed {
-                entry,
-                ino: number,
-                next,
-                attr: attr.filter(|_| plus),
-            });
-            if full {
-                if counted {
-                    self.forget(number, 1); // not handed over after all
-                }
-                break;
-            }
-        }
-        // Converted for this reply but not handed over: the kernel holds none of them.
-        for attr in converted.into_values().flatten() {
-            self.forget(attr.ino, 1);
-        }
-        Ok(())
-    }
-
-    fn parent_number(&self, node: &Node) -> u64 {
-        let parent = node.path.parent().unwrap_or(Path::new(""));
-        if parent.as_os_str().is_empty() {
-            return ROOT;
-        }
-        match self.root.entry(parent) {
-            Ok(found) => self.inodes().source_number(found.meta.dev, found.meta.ino),
-            Err(_) => ROOT,
-        }
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.release_dir(fh);
     }
 
     /// STATFS: the source file system's.
