@@ -152,6 +152,22 @@ mod tests {
         );
     }
 
+    /// Options added since the helper form: what nginx origins and boot mounts need.
+    #[test]
+    fn errors_and_disk_cache_options_translate() {
+        let args = translate("errors=web,disk_cache=/var/cache/img,no_disk_cache", true);
+        assert_eq!(
+            strings(args.unwrap()),
+            [
+                "--errors",
+                "web",
+                "--disk-cache",
+                "/var/cache/img",
+                "--no-disk-cache"
+            ]
+        );
+    }
+
     #[test]
     fn options_added_by_mount_are_dropped() {
         assert_eq!(
