@@ -127,6 +127,29 @@ impl Header {
         Ok(())
     }
 
+    /// Whether the file's bytes are the ones this header was written for, read in chunks:
+    /// copying from the page cache is cheaper than faulting a map's pages in one by one.
+    pub fn check_file(&self, file: &std::fs::File) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut chunk = vec![0; 256 << 10];
+        let mut offset = 0;
+        loop {
+            let read = file
+                .read_at(&mut chunk, offset)
+                .map_err(|e| e.to_string())?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&chunk[..read]);
+            offset += read as u64;
+        }
+        if offset != self.len || hasher.digest() != self.checksum {
+            return Err("checksum mismatch (corrupted)".into());
+        }
+        Ok(())
+    }
+
     /// Whether `bytes` are the ones this header was written for.
     pub fn check_bytes(&self, bytes: &[u8]) -> Result<(), String> {
         if checksum(bytes) != self.checksum {

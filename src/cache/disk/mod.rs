@@ -327,13 +327,13 @@ fn read_verified(file: File, key: &[u8]) -> Result<Option<(Stored, File)>, Strin
         header.check_bytes(&bytes)?;
         Stored::Heap(bytes)
     } else {
+        header.check_file(&file)?;
         // SAFETY: the map is unsound only if the file is truncated or written while mapped.
         // Cache files are never written in place: each is written once under a temporary
         // name, renamed into place, and later only unlinked (the inode, and so the map,
         // outlives that). The directory is imgfs's own (mode 0700); a process with the
         // rights to write in it anyway could as well write this process's memory.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
-        header.check_bytes(&map)?;
         Stored::Mapped {
             file: file.try_clone().map_err(|e| e.to_string())?,
             map,
