@@ -11,7 +11,7 @@ use crate::options::{
     DiskCacheOptions, DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_DISK_CACHE_SIZE,
     DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
 };
-use crate::pipeline::{Qualities, Settings};
+use crate::pipeline::{Metadata, Qualities, Settings};
 use crate::spec::Styles;
 
 #[derive(Debug, Parser)]
@@ -203,8 +203,15 @@ pub struct ProcessingArgs {
     /// x265 preset of HEIC encodes: faster presets trade bytes for time (docs/benchmarks.md).
     #[arg(long, default_value = crate::pipeline::codec::DEFAULT_X265_PRESET, value_parser = clap::builder::PossibleValuesParser::new(crate::pipeline::codec::X265_PRESETS), help_heading = "Qualities")]
     pub heic_preset: String,
-    /// Drop EXIF from outputs (ICC colour profiles are always kept).
-    #[arg(long)]
+    /// Which outputs carry the source's EXIF. None carries its thumbnail, maker notes or
+    /// other private blocks, and ICC colour profiles always go (they define the colours).
+    #[arg(long, value_enum, default_value_t = Metadata::default(), help_heading = "Metadata")]
+    pub metadata: Metadata,
+    /// Every output keeps the source's EXIF (--metadata keep).
+    #[arg(long, conflicts_with_all = ["metadata", "strip_metadata"], help_heading = "Metadata")]
+    pub keep_metadata: bool,
+    /// Every output keeps only Copyright of the source's EXIF (--metadata strip).
+    #[arg(long, conflicts_with = "metadata", help_heading = "Metadata")]
     pub strip_metadata: bool,
     /// A named chain for `style,NAME`, as NAME=CHAIN (repeatable).
     #[arg(long = "style", value_name = "NAME=CHAIN")]
@@ -237,8 +244,17 @@ impl ProcessingArgs {
                 heic: self.heic_quality,
                 avif: self.avif_quality,
             },
-            strip_metadata: self.strip_metadata,
+            metadata: self.metadata(),
             heic_preset: self.heic_preset.clone(),
+        }
+    }
+
+    /// `--metadata`, or the flag that stands for one of its values.
+    pub fn metadata(&self) -> Metadata {
+        match (self.keep_metadata, self.strip_metadata) {
+            (true, _) => Metadata::Keep,
+            (_, true) => Metadata::Strip,
+            _ => self.metadata,
         }
     }
 
@@ -290,6 +306,34 @@ mod tests {
         assert_eq!(settings.limits, defaults.limits);
         assert_eq!(settings.qualities, defaults.qualities);
         assert_eq!(settings.heic_preset, defaults.heic_preset);
-        assert_eq!(settings.strip_metadata, defaults.strip_metadata);
+        assert_eq!(settings.metadata, defaults.metadata);
+    }
+
+    fn metadata(args: &[&str]) -> Result<Metadata, clap::error::ErrorKind> {
+        let line = ["imgfs", "convert", "a.jpg", "format,webp", "-o", "b.webp"];
+        let cli = Cli::try_parse_from(line.iter().chain(args)).map_err(|e| e.kind())?;
+        let Command::Convert(args) = cli.command else {
+            panic!("not a convert");
+        };
+        Ok(args.processing.settings().metadata)
+    }
+
+    #[test]
+    fn metadata_flags_name_the_policy_and_exclude_each_other() {
+        assert_eq!(metadata(&[]), Ok(Metadata::Auto));
+        assert_eq!(metadata(&["--strip-metadata"]), Ok(Metadata::Strip));
+        assert_eq!(metadata(&["--keep-metadata"]), Ok(Metadata::Keep));
+        assert_eq!(metadata(&["--metadata", "keep"]), Ok(Metadata::Keep));
+        assert_eq!(metadata(&["--metadata", "auto"]), Ok(Metadata::Auto));
+        let conflict = Err(clap::error::ErrorKind::ArgumentConflict);
+        assert_eq!(metadata(&["--keep-metadata", "--strip-metadata"]), conflict);
+        assert_eq!(
+            metadata(&["--metadata", "auto", "--strip-metadata"]),
+            conflict
+        );
+        assert_eq!(
+            metadata(&["--keep-metadata", "--metadata", "strip"]),
+            conflict
+        );
     }
 }

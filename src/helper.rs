@@ -152,6 +152,12 @@ mod tests {
         );
     }
 
+    #[test]
+    fn metadata_options_translate() {
+        let args = translate("keep_metadata,metadata=strip", true).unwrap();
+        assert_eq!(strings(args), ["--keep-metadata", "--metadata", "strip"]);
+    }
+
     /// Options added since the helper form: what nginx origins and boot mounts need.
     #[test]
     fn errors_and_disk_cache_options_translate() {

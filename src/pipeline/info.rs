@@ -6,7 +6,7 @@ use image::DynamicImage;
 use serde_json::{json, Value};
 
 use super::codec::{self, Header};
-use super::{Output, Settings};
+use super::{Metadata, Output, Settings};
 use crate::error::Result;
 
 /// Describes the source file itself (a bare `info`: only the header is read).
@@ -16,7 +16,8 @@ pub(super) fn describe(
     file_size: usize,
     settings: &Settings,
 ) -> Result<Output> {
-    let exif = (!settings.strip_metadata)
+    // The source as it is: every field of its primary image, unless outputs are stripped.
+    let exif = (settings.metadata != Metadata::Strip)
         .then(|| codec::read_exif(source, header.format))
         .flatten();
     Ok(render(file_size, header, exif.as_deref()))

@@ -7,6 +7,7 @@ pub mod codec;
 mod geometry;
 mod info;
 pub mod memory;
+mod metadata;
 pub mod resize;
 mod watermark;
 
@@ -20,6 +21,7 @@ use crate::limits::Limits;
 use crate::spec::{Format, Op, OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
 use memory::{MarkSource, MemoryGate, Reservation};
+pub use metadata::Metadata;
 
 /// Default quality per lossy format when the request has no `quality` (docs/benchmarks.md, "Default qualities").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +61,8 @@ impl Qualities {
 pub struct Settings {
     pub limits: Limits,
     pub qualities: Qualities,
-    /// Drop EXIF from outputs (ICC profiles are always kept: they define the colours).
-    pub strip_metadata: bool,
+    /// Which outputs carry the source's EXIF (ICC profiles always go: they define the colours).
+    pub metadata: Metadata,
     /// x265 preset of HEIC encodes.
     pub heic_preset: String,
 }
@@ -70,7 +72,7 @@ impl Default for Settings {
         Settings {
             limits: Limits::default(),
             qualities: Qualities::default(),
-            strip_metadata: false,
+            metadata: Metadata::default(),
             heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
         }
     }
@@ -84,14 +86,14 @@ impl Settings {
     pub fn fingerprint(&self) -> String {
         let q = &self.qualities;
         format!(
-            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; strip {}",
+            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}",
             env!("CARGO_PKG_VERSION"),
             q.jpeg,
             q.webp,
             q.heic,
             q.avif,
             self.heic_preset,
-            self.strip_metadata
+            self.metadata.name()
         )
     }
 }
@@ -211,13 +213,13 @@ fn convert_reserved<'g>(
     )?;
     let reserved = gate.map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
-    let mut exif = decoded.exif.filter(|_| !settings.strip_metadata);
     let mut image = decoded.image;
     // HEIF decoders orient by themselves; for the rest, EXIF says how.
     if !decoded.oriented && orientation != Orientation::NoTransforms {
         image.apply_orientation(orientation);
     }
     let (mut logical_w, mut logical_h) = oriented_size(&header, orientation, decoded.oriented);
+    let source_size = (logical_w, logical_h);
 
     let ctx = OpContext {
         settings,
@@ -233,12 +235,15 @@ fn convert_reserved<'g>(
     if spec.output == OutputKind::AverageHue {
         return Ok((info::average_hue(&image), reserved));
     }
-    if let Some(exif) = exif.as_mut().filter(|_| spec.auto_orient) {
-        // The pixels are upright now: a viewer must not rotate them again.
-        let _ = Orientation::remove_from_exif_chunk(exif);
-    }
-    let quality = encode_quality(source, spec, &header, format, settings);
     let (width, height) = image.dimensions();
+    let target = metadata::Target {
+        source: source_size,
+        size: (width, height),
+        upright: spec.auto_orient,
+    };
+    let exif = (decoded.exif.as_deref())
+        .and_then(|exif| metadata::carried(exif, settings.metadata, &target));
+    let quality = encode_quality(source, spec, &header, format, settings);
     let bytes = codec::encode(
         image,
         &EncodeRequest {

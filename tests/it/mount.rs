@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
 use imgfs::limits::Limits;
 use imgfs::options::MountOptions;
-use imgfs::pipeline::Settings;
+use imgfs::pipeline::{Metadata, Settings};
 use imgfs::spec::Styles;
 
 fn mount_with(fill: impl FnOnce(&Path)) -> Mount {
@@ -604,7 +604,7 @@ fn orientation_icc_and_exif_travel_with_the_pixels() {
 #[test]
 fn strip_metadata_drops_exif() {
     let settings = Settings {
-        strip_metadata: true,
+        metadata: Metadata::Strip,
         ..Settings::default()
     };
     let m = Mount::with(
