@@ -14,6 +14,7 @@ mod faults;
 mod fleet;
 mod hostile;
 mod load;
+mod metadata;
 mod mount;
 mod operations;
 mod serving;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::common::{errno_of, inspect, make_every_format, make_jpeg, run, Mount, MAGICK};
 use imgfs::limits::Limits;
 use imgfs::options::MountOptions;
-use imgfs::pipeline::{Metadata, Settings};
+use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
 
 fn mount_with(fill: impl FnOnce(&Path)) -> Mount {
@@ -599,34 +599,6 @@ fn orientation_icc_and_exif_travel_with_the_pixels() {
     assert_eq!(exif_tag(&kept, "Orientation"), "6");
     // Resize after orientation: l is the longer side of the upright image.
     assert_eq!(inspect(&m.path("rotated.jpg@resize,h_150")).1, 100);
-}
-
-#[test]
-fn strip_metadata_drops_exif() {
-    let settings = Settings {
-        metadata: Metadata::Strip,
-        ..Settings::default()
-    };
-    let m = Mount::with(
-        MountOptions::default(),
-        settings,
-        Styles::default(),
-        |src| {
-            let p = src.join("p.jpg");
-            make_jpeg(&p, 100, 80);
-            run(
-                "exiftool",
-                &[
-                    "-q",
-                    "-overwrite_original",
-                    "-Make=imgfs-test",
-                    p.to_str().unwrap(),
-                ],
-            );
-        },
-    );
-    assert_eq!(exif_tag(&m.path("p.jpg@format,webp"), "Make"), "");
-    assert_eq!(exif_tag(&m.path("p.jpg"), "Make"), "imgfs-test");
 }
 
 #[test]
