@@ -308,6 +308,20 @@ mod tests {
         assert!(kept.get_field(Tag::DateTimeOriginal, In::PRIMARY).is_some());
     }
 
+    /// The disk cache keys entries by the fingerprint: one policy's bytes never serve another.
+    #[test]
+    fn each_policy_has_its_own_fingerprint() {
+        let print = |metadata| {
+            let settings = crate::pipeline::Settings {
+                metadata,
+                ..Default::default()
+            };
+            settings.fingerprint()
+        };
+        let prints = [Metadata::Auto, Metadata::Keep, Metadata::Strip].map(print);
+        assert!(prints[0] != prints[1] && prints[1] != prints[2] && prints[0] != prints[2]);
+    }
+
     #[test]
     fn auto_keeps_the_full_size_only() {
         let policy = Metadata::Auto;
