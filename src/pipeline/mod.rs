@@ -8,6 +8,7 @@ mod geometry;
 mod info;
 pub mod memory;
 pub mod resize;
+pub mod target;
 mod watermark;
 
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub struct Settings {
     pub strip_metadata: bool,
     /// x265 preset of HEIC encodes.
     pub heic_preset: String,
+    /// `--target-quality`: SSIMULACRA2 score that encodes without a `quality` search for
+    /// ([`target`]).
+    pub target_quality: Option<u8>,
 }
 
 impl Default for Settings {
@@ -72,6 +76,7 @@ impl Default for Settings {
             qualities: Qualities::default(),
             strip_metadata: false,
             heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
+            target_quality: None,
         }
     }
 }
@@ -83,8 +88,12 @@ impl Settings {
     /// decide whether a conversion runs, and failures are not kept on disk.
     pub fn fingerprint(&self) -> String {
         let q = &self.qualities;
+        // Only a set target adds to the text, so keys made without one stay valid.
+        let target = self
+            .target_quality
+            .map_or(String::new(), |t| format!("; target ssimulacra2 {t}"));
         format!(
-            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; strip {}",
+            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; strip {}{target}",
             env!("CARGO_PKG_VERSION"),
             q.jpeg,
             q.webp,
@@ -199,7 +208,8 @@ fn convert_reserved<'g>(
         min_size: shrink_target(&header, orientation, spec),
         auto_orient: spec.auto_orient,
     };
-    let estimate = memory::estimate(
+    let target = target::target_for(spec, format, settings);
+    let estimate = memory::estimate_with(
         source.len(),
         header.format,
         codec::decode_cost(source, &header, &request),
@@ -208,6 +218,12 @@ fn convert_reserved<'g>(
         format,
         &mark_sources(spec, marks, limits)?,
         limits,
+        // A search holds more than one encode (`target::search_cost`).
+        if target.is_some() {
+            target::search_cost
+        } else {
+            codec::encode_cost
+        },
     )?;
     let reserved = gate.map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
@@ -239,17 +255,18 @@ fn convert_reserved<'g>(
     }
     let quality = encode_quality(source, spec, &header, format, settings);
     let (width, height) = image.dimensions();
-    let bytes = codec::encode(
-        image,
-        &EncodeRequest {
-            format,
-            quality,
-            progressive: spec.interlace,
-            heic_preset: &settings.heic_preset,
-            icc: decoded.icc.as_deref(),
-            exif: exif.as_deref(),
-        },
-    )?;
+    let request = EncodeRequest {
+        format,
+        quality,
+        progressive: spec.interlace,
+        heic_preset: &settings.heic_preset,
+        icc: decoded.icc.as_deref(),
+        exif: exif.as_deref(),
+    };
+    let bytes = match target {
+        Some(score) => target::encode(image, &request, score)?.bytes,
+        None => codec::encode(image, &request)?,
+    };
     let output = Output {
         bytes,
         format: Some(format),
