@@ -17,6 +17,7 @@ mod load;
 mod mount;
 mod operations;
 mod serving;
+mod target;
 mod views;
 mod warm;
 mod web;

@@ -160,3 +160,14 @@ fn large_images_are_scored_at_a_bounded_size() {
     let big = search_cost(Format::Webp, (5472, 3648), false);
     assert!(big < 5472 * 3648 * 30 + SCORE_MAX_PIXELS * 170, "{big}");
 }
+
+#[test]
+fn the_target_keys_the_disk_cache_and_its_absence_keeps_old_keys() {
+    let plain = Settings::default();
+    let searched = Settings {
+        target_quality: Some(80),
+        ..Settings::default()
+    };
+    assert_ne!(plain.fingerprint(), searched.fingerprint());
+    assert!(!plain.fingerprint().contains("target"));
+}
