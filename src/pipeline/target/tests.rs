@@ -19,7 +19,8 @@ fn run(start: u8, target: f64, curve: impl Fn(u8) -> f64) -> (Found, Vec<u8>) {
 
 #[test]
 fn the_search_finds_the_smallest_passing_quality_within_the_bound() {
-    let curves: [(&str, fn(u8) -> f64); 4] = [
+    type Curve = (&'static str, fn(u8) -> f64);
+    let curves: [Curve; 4] = [
         ("linear", |q| f64::from(q)),
         ("concave", |q| 100.0 * (f64::from(q) / 100.0).sqrt()),
         ("steep", |q| f64::from(q).powi(3) / 10_000.0),
