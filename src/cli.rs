@@ -213,6 +213,12 @@ pub struct ProcessingArgs {
     /// Every output keeps only Copyright of the source's EXIF (--metadata strip).
     #[arg(long, conflicts_with = "metadata", help_heading = "Metadata")]
     pub strip_metadata: bool,
+    /// Encodes without a `quality` (JPEG, WebP, HEIC, AVIF stills) search per image for the
+    /// smallest output whose SSIMULACRA2 reaches SCORE (70 high, 80 very high, 90 near
+    /// lossless): up to 6 trial encodes from the format's default quality, so conversions
+    /// take several times longer and hold more memory (README, "Target quality").
+    #[arg(long, value_name = "SCORE", value_parser = clap::value_parser!(u8).range(30..=100), help_heading = "Qualities")]
+    pub target_quality: Option<u8>,
     /// A named chain for `style,NAME`, as NAME=CHAIN (repeatable).
     #[arg(long = "style", value_name = "NAME=CHAIN")]
     pub styles: Vec<String>,
@@ -246,6 +252,7 @@ impl ProcessingArgs {
             },
             metadata: self.metadata(),
             heic_preset: self.heic_preset.clone(),
+            target_quality: self.target_quality,
         }
     }
 

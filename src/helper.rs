@@ -135,6 +135,12 @@ mod tests {
     }
 
     #[test]
+    fn target_quality_translates() {
+        let args = translate("target_quality=80", true).unwrap();
+        assert_eq!(strings(args), ["--target-quality", "80"]);
+    }
+
+    #[test]
     fn shared_and_global_options_translate_too() {
         let args = translate("max_source_side=8000,strip_metadata,heic_preset=fast,verbose,styles_file=/etc/imgfs/styles", true).unwrap();
         assert_eq!(

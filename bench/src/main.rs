@@ -9,6 +9,7 @@ mod disk;
 mod encode;
 mod mount;
 mod score;
+mod target;
 mod util;
 
 use std::fs;
@@ -35,7 +36,7 @@ pub struct Bench {
 }
 
 type Case = fn(&Bench) -> Res<Vec<Table>>;
-const CASES: [(&str, Case); 10] = [
+const CASES: [(&str, Case); 11] = [
     ("resize", encode::resize),
     ("full", encode::full),
     ("first", mount::first_read),
@@ -46,6 +47,7 @@ const CASES: [(&str, Case); 10] = [
     ("presets", encode::presets),
     ("disk", disk::disk_hit),
     ("warm", disk::warm),
+    ("target", target::target),
 ];
 
 fn main() {

@@ -35,6 +35,34 @@ pub fn estimate(
     marks: &[MarkSource],
     limits: &Limits,
 ) -> Result<u64> {
+    let (s, f) = (source_format, format);
+    estimate_with(
+        source_len,
+        s,
+        decode,
+        logical,
+        spec,
+        f,
+        marks,
+        limits,
+        codec::encode_cost,
+    )
+}
+
+/// Like [`estimate`], with the encode stage's bytes given by `encode` (format, output size,
+/// alpha): `codec::encode_cost`, or a quality search's (`target::search_cost`).
+#[allow(clippy::too_many_arguments)]
+pub fn estimate_with(
+    source_len: usize,
+    source_format: Format,
+    decode: Cost,
+    logical: (u32, u32),
+    spec: &Spec,
+    format: Format,
+    marks: &[MarkSource],
+    limits: &Limits,
+    encode: fn(Format, (u32, u32), bool) -> u64,
+) -> Result<u64> {
     // Only JPEG decodes to RGB for sure; anything else may carry alpha.
     let mut bpp = if source_format == Format::Jpeg { 3 } else { 4 };
     let frame = |(w, h): (u32, u32), bpp: u64| u64::from(w) * u64::from(h) * bpp;
@@ -79,7 +107,7 @@ pub fn estimate(
         peak = peak.max(current + out + layer);
         (current, size) = (out, next);
     }
-    peak = peak.max(codec::encode_cost(format, size, bpp == 4));
+    peak = peak.max(encode(format, size, bpp == 4));
     Ok(source_len as u64 + peak + FIXED)
 }
 

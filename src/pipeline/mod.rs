@@ -9,6 +9,7 @@ mod info;
 pub mod memory;
 mod metadata;
 pub mod resize;
+pub mod target;
 mod watermark;
 
 use std::collections::HashMap;
@@ -65,6 +66,9 @@ pub struct Settings {
     pub metadata: Metadata,
     /// x265 preset of HEIC encodes.
     pub heic_preset: String,
+    /// `--target-quality`: SSIMULACRA2 score that encodes without a `quality` search for
+    /// ([`target`]).
+    pub target_quality: Option<u8>,
 }
 
 impl Default for Settings {
@@ -74,6 +78,7 @@ impl Default for Settings {
             qualities: Qualities::default(),
             metadata: Metadata::default(),
             heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
+            target_quality: None,
         }
     }
 }
@@ -85,8 +90,12 @@ impl Settings {
     /// decide whether a conversion runs, and failures are not kept on disk.
     pub fn fingerprint(&self) -> String {
         let q = &self.qualities;
+        // Only a set target adds to the text, so keys made without one stay valid.
+        let target = self
+            .target_quality
+            .map_or(String::new(), |t| format!("; target ssimulacra2 {t}"));
         format!(
-            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}",
+            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}{target}",
             env!("CARGO_PKG_VERSION"),
             q.jpeg,
             q.webp,
@@ -201,7 +210,8 @@ fn convert_reserved<'g>(
         min_size: shrink_target(&header, orientation, spec),
         auto_orient: spec.auto_orient,
     };
-    let estimate = memory::estimate(
+    let target = target::target_for(spec, format, settings);
+    let estimate = memory::estimate_with(
         source.len(),
         header.format,
         codec::decode_cost(source, &header, &request),
@@ -210,6 +220,12 @@ fn convert_reserved<'g>(
         format,
         &mark_sources(spec, marks, limits)?,
         limits,
+        // A search holds more than one encode (`target::search_cost`).
+        if target.is_some() {
+            target::search_cost
+        } else {
+            codec::encode_cost
+        },
     )?;
     let reserved = gate.map(|g| g.reserve(estimate));
     let decoded = codec::decode(source, &header, request)?;
@@ -236,25 +252,26 @@ fn convert_reserved<'g>(
         return Ok((info::average_hue(&image), reserved));
     }
     let (width, height) = image.dimensions();
-    let target = metadata::Target {
+    let shape = metadata::Target {
         source: source_size,
         size: (width, height),
         upright: spec.auto_orient,
     };
     let exif = (decoded.exif.as_deref())
-        .and_then(|exif| metadata::carried(exif, settings.metadata, &target));
+        .and_then(|exif| metadata::carried(exif, settings.metadata, &shape));
     let quality = encode_quality(source, spec, &header, format, settings);
-    let bytes = codec::encode(
-        image,
-        &EncodeRequest {
-            format,
-            quality,
-            progressive: spec.interlace,
-            heic_preset: &settings.heic_preset,
-            icc: decoded.icc.as_deref(),
-            exif: exif.as_deref(),
-        },
-    )?;
+    let request = EncodeRequest {
+        format,
+        quality,
+        progressive: spec.interlace,
+        heic_preset: &settings.heic_preset,
+        icc: decoded.icc.as_deref(),
+        exif: exif.as_deref(),
+    };
+    let bytes = match target {
+        Some(score) => target::encode(image, &request, score)?.bytes,
+        None => codec::encode(image, &request)?,
+    };
     let output = Output {
         bytes,
         format: Some(format),

@@ -18,6 +18,7 @@ mod metadata;
 mod mount;
 mod operations;
 mod serving;
+mod target;
 mod views;
 mod warm;
 mod web;

@@ -1,0 +1,227 @@
+//! `--target-quality SCORE`: for a lossy still encode whose request names no `quality`, the
+//! smallest output whose SSIMULACRA2 against the encoder's input reaches SCORE, found by a
+//! bounded search over the quality number (docs/benchmarks.md, "Target quality").
+//!
+//! The search, exactly:
+//! 1. The first trial is the format's default quality (`--webp-quality` etc.).
+//! 2. While one side is unknown (every trial passed, or every trial failed), the next trial
+//!    steps from the last one by 10, then 20, then 40 (clamped to 1..=100): down while
+//!    trials pass, up while they fail.
+//! 3. Once a failing quality `f` and a passing quality `p > f` are known, the next trial is
+//!    where the line through their scores meets SCORE (regula falsi, rounded up), kept
+//!    inside `f+1..=p-1`; bisection when the scores are not increasing.
+//! 4. It stops after [`MAX_TRIALS`] trials or when no quality is left between `f` and `p`
+//!    (or 1 passed, or 100 failed). The answer is the smallest passing output; if none
+//!    passed, the highest quality's output (a debug line says so).
+//!
+//! Each trial is encoded, decoded by imgfs's own decoder and scored against the image handed
+//! to the encoder (flattened on white where it has alpha). Images over [`SCORE_MAX_PIXELS`]
+//! are scored with both sides resampled alike to that many pixels (the memory and time of
+//! SSIMULACRA2 grow with pixels; README, "Target quality"), which sees less of the finest
+//! detail: at full size the output may score below SCORE. Animations and lossless formats
+//! never search.
+
+use image::DynamicImage;
+use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
+
+use super::codec::{self, DecodeRequest, EncodeRequest};
+use super::resize;
+use super::Settings;
+use crate::error::{Error, Result};
+use crate::spec::{Format, Spec};
+
+/// Trial encodes per image, at most.
+pub const MAX_TRIALS: usize = 6;
+/// Largest image scored at its own size; larger ones are scored resampled to this.
+pub const SCORE_MAX_PIXELS: u64 = 1 << 20;
+/// SSIMULACRA2's working set per scored pixel (ssimulacra2 0.5: its linear-RGB copies,
+/// the XYB planes of both images, the products and five blurred planes of a scale), with
+/// the two f32 RGB inputs made here: 145 bytes measured on a 20 MP pair, rounded up.
+const SCORE_BYTES_PER_PIXEL: u64 = 160;
+/// A trial's decode (libheif's planes and RGBA, the largest of the codecs') and its
+/// flattened copy, per output pixel.
+const TRIAL_DECODE_BYTES_PER_PIXEL: u64 = 14;
+/// The first steps while only one side of the target is known (then doubled).
+const FIRST_STEP: u8 = 10;
+
+/// The score to search for, when `--target-quality` applies to this encode: a lossy still
+/// format and no `quality` in the request (an explicit one always wins).
+pub fn target_for(spec: &Spec, format: Format, settings: &Settings) -> Option<f64> {
+    let target = settings.target_quality?;
+    (spec.quality.is_none() && format.is_lossy()).then_some(f64::from(target))
+}
+
+/// The most bytes a search holds at once, the image included: the image handed to the
+/// encoder (kept for every trial), the smallest passing output and the trial's (under one
+/// frame together), and the larger of a trial's encode (of a copy of the image) and its
+/// decode with the scoring.
+pub fn search_cost(format: Format, (width, height): (u32, u32), alpha: bool) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let frame = pixels * if alpha { 4 } else { 3 };
+    let scored = pixels.min(SCORE_MAX_PIXELS);
+    let scoring = pixels * TRIAL_DECODE_BYTES_PER_PIXEL + scored * (SCORE_BYTES_PER_PIXEL + 6);
+    2 * frame + codec::encode_cost(format, (width, height), alpha).max(scoring)
+}
+
+/// One trial: its quality, output length and score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Trial {
+    q: u8,
+    len: usize,
+    score: f64,
+}
+
+/// What the search found.
+#[derive(Debug)]
+pub struct Found {
+    pub bytes: Vec<u8>,
+    pub quality: u8,
+    pub score: f64,
+    pub trials: usize,
+    /// Whether `bytes` reach the target (else they are the highest quality tried).
+    pub reached: bool,
+}
+
+/// Encodes `image` as `request` says, at the quality the search finds for `target`,
+/// starting from `request.quality`.
+pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> Result<Found> {
+    let (w, h) = (image.width(), image.height());
+    if w < 8 || h < 8 {
+        // SSIMULACRA2 needs 8×8: too small to score, and to matter.
+        let bytes = codec::encode(image, request)?;
+        return Ok(Found {
+            bytes,
+            quality: request.quality,
+            score: f64::NAN,
+            trials: 1,
+            reached: false,
+        });
+    }
+    let size = score_size(w, h);
+    let reference = to_scored(&image, size)?;
+    let found = search(request.quality, target, |q| {
+        let bytes = codec::encode(
+            image.clone(),
+            &EncodeRequest {
+                quality: q,
+                ..*request
+            },
+        )?;
+        let header = codec::probe(&bytes)?;
+        let decoded = codec::decode(&bytes, &header, DecodeRequest::default())?;
+        let distorted = to_scored(&decoded.image, size)?;
+        drop(decoded);
+        let score = compute_frame_ssimulacra2(reference.clone(), distorted)
+            .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))?;
+        Ok((bytes, score))
+    })?;
+    if !found.reached {
+        tracing::debug!(
+            "target quality {target}: not reached by {} at quality {} (SSIMULACRA2 {:.1}, {w}x{h}, {} trials)",
+            request.format.name(),
+            found.quality,
+            found.score,
+            found.trials
+        );
+    }
+    Ok(found)
+}
+
+/// The search itself (module docs), over `trial(q) -> (output, score)`.
+fn search(
+    start: u8,
+    target: f64,
+    mut trial: impl FnMut(u8) -> Result<(Vec<u8>, f64)>,
+) -> Result<Found> {
+    let (mut pass, mut fail): (Option<Trial>, Option<Trial>) = (None, None);
+    // The smallest passing output, else the highest quality's.
+    let mut kept: Option<(Trial, Vec<u8>)> = None;
+    let mut q = start.clamp(1, 100);
+    let mut step = FIRST_STEP;
+    let mut trials = 0;
+    loop {
+        let (bytes, score) = trial(q)?;
+        trials += 1;
+        let t = Trial {
+            q,
+            len: bytes.len(),
+            score,
+        };
+        let passed = score >= target;
+        let better = match &kept {
+            None => true,
+            Some((k, _)) if k.score >= target => passed && t.len < k.len,
+            Some((k, _)) => passed || t.q > k.q,
+        };
+        if better {
+            kept = Some((t, bytes));
+        }
+        if passed {
+            pass = Some(pass.filter(|p| p.q < q).unwrap_or(t));
+        } else {
+            fail = Some(fail.filter(|f| f.q > q).unwrap_or(t));
+        }
+        let lo = fail.map_or(1, |f| f.q + 1);
+        let hi = pass.map_or(100, |p| p.q - 1);
+        if trials >= MAX_TRIALS || lo > hi {
+            break;
+        }
+        q = match (fail, pass) {
+            (Some(f), Some(p)) if p.score > f.score => {
+                let at = f64::from(f.q)
+                    + (target - f.score) / (p.score - f.score) * f64::from(p.q - f.q);
+                (at.ceil() as u8).clamp(lo, hi)
+            }
+            (Some(_), Some(_)) => lo + (hi - lo) / 2,
+            (None, Some(p)) => p.q.saturating_sub(step).max(lo),
+            (Some(f), None) => f.q.saturating_add(step).min(hi),
+            (None, None) => unreachable!("a trial either passed or failed"),
+        };
+        step = step.saturating_mul(2);
+    }
+    let (t, bytes) = kept.expect("at least one trial ran");
+    Ok(Found {
+        bytes,
+        quality: t.q,
+        score: t.score,
+        trials,
+        reached: t.score >= target,
+    })
+}
+
+/// The size images of `w`×`h` are scored at: their own, or resampled to at most
+/// [`SCORE_MAX_PIXELS`] with the aspect ratio kept.
+fn score_size(w: u32, h: u32) -> (u32, u32) {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels <= SCORE_MAX_PIXELS {
+        return (w, h);
+    }
+    let scale = (SCORE_MAX_PIXELS as f64 / pixels as f64).sqrt();
+    let side = |v: u32| ((f64::from(v) * scale).floor() as u32).max(8);
+    (side(w), side(h))
+}
+
+/// `image` as SSIMULACRA2 takes it: on white if it has alpha, resampled to `size`.
+fn to_scored(image: &DynamicImage, size: (u32, u32)) -> Result<Rgb> {
+    let rgb = if image.color().has_alpha() {
+        codec::flatten_on_white(image)
+    } else {
+        DynamicImage::ImageRgb8(image.to_rgb8())
+    };
+    let rgb = resize::resample(rgb, size.0, size.1)?.into_rgb8();
+    let data = rgb
+        .pixels()
+        .map(|p| p.0.map(|c| f32::from(c) / 255.0))
+        .collect();
+    Rgb::new(
+        data,
+        size.0 as usize,
+        size.1 as usize,
+        TransferCharacteristic::SRGB,
+        ColorPrimaries::BT709,
+    )
+    .map_err(|e| Error::Encode(format!("ssimulacra2 input: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests;

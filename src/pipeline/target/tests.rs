@@ -1,0 +1,174 @@
+use super::*;
+use crate::spec::Styles;
+
+fn spec(text: &str) -> Spec {
+    Spec::parse(text, &Styles::default()).unwrap()
+}
+
+/// Runs the search over a score curve, counting trials.
+fn run(start: u8, target: f64, curve: impl Fn(u8) -> f64) -> (Found, Vec<u8>) {
+    let mut asked = vec![];
+    let found = search(start, target, |q| {
+        asked.push(q);
+        // Bytes grow with quality, as they do.
+        Ok((vec![0; usize::from(q) * 10], curve(q)))
+    })
+    .unwrap();
+    (found, asked)
+}
+
+#[test]
+fn the_search_finds_the_smallest_passing_quality_within_the_bound() {
+    type Curve = (&'static str, fn(u8) -> f64);
+    let curves: [Curve; 4] = [
+        ("linear", |q| f64::from(q)),
+        ("concave", |q| 100.0 * (f64::from(q) / 100.0).sqrt()),
+        ("steep", |q| f64::from(q).powi(3) / 10_000.0),
+        // Not monotone below 90 (trials must still end and keep the smallest passing).
+        ("noisy", |q| match q {
+            0..=90 if q % 3 == 0 => f64::from(q) + 4.0,
+            0..=90 => f64::from(q) - 4.0,
+            _ => f64::from(q),
+        }),
+    ];
+    for (name, curve) in curves {
+        for target in [30.0, 55.5, 70.0, 80.2, 90.0, 99.0] {
+            for start in [50, 85, 88] {
+                let (found, asked) = run(start, target, curve);
+                assert!(
+                    asked.len() <= MAX_TRIALS,
+                    "{name} {target} {start}: {asked:?}"
+                );
+                assert_eq!(asked[0], start);
+                assert!(found.reached, "{name} {target} {start}: {asked:?}");
+                assert!(found.score >= target);
+                // The smallest passing trial is the answer.
+                let smallest = asked.iter().filter(|&&q| curve(q) >= target).min().unwrap();
+                assert_eq!(
+                    found.quality, *smallest,
+                    "{name} {target} {start}: {asked:?}"
+                );
+                if name == "linear" {
+                    // A straight curve is solved exactly.
+                    assert_eq!(f64::from(found.quality), target.ceil(), "{asked:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_target_returns_the_highest_trial() {
+    let (found, asked) = run(88, 95.0, |q| f64::from(q) * 0.8);
+    assert!(!found.reached);
+    assert_eq!(found.quality, 100);
+    assert!(asked.len() <= MAX_TRIALS, "{asked:?}");
+    // A target every quality reaches stops at quality 1.
+    let (found, asked) = run(50, 10.0, |q| 20.0 + f64::from(q));
+    assert_eq!((found.quality, found.reached), (1, true), "{asked:?}");
+}
+
+#[test]
+fn only_lossy_stills_without_an_explicit_quality_search() {
+    let settings = Settings {
+        target_quality: Some(80),
+        ..Settings::default()
+    };
+    assert_eq!(
+        target_for(&spec("format,webp"), Format::Webp, &settings),
+        Some(80.0)
+    );
+    for (text, format) in [
+        ("format,webp@quality,Q_70", Format::Webp),
+        ("format,heic@quality,q_70", Format::Heic),
+        ("format,png", Format::Png),
+        ("format,gif", Format::Gif),
+    ] {
+        assert_eq!(target_for(&spec(text), format, &settings), None, "{text}");
+    }
+    assert_eq!(
+        target_for(&spec("format,webp"), Format::Webp, &Settings::default()),
+        None
+    );
+}
+
+/// A photo: the smallest benchmark wallpaper where it is installed, else a made-up scene
+/// with smooth areas, edges and texture.
+fn photo() -> DynamicImage {
+    let path = "/usr/share/backgrounds/Fossa_by_Jasper_Roks.jpg";
+    if let Ok(bytes) = std::fs::read(path) {
+        let image = image::load_from_memory(&bytes).unwrap();
+        return resize::resample(DynamicImage::ImageRgb8(image.to_rgb8()), 480, 270).unwrap();
+    }
+    let mut noise = 12345u32;
+    DynamicImage::ImageRgb8(image::RgbImage::from_fn(480, 270, |x, y| {
+        noise = noise.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let n = (noise >> 27) as u8;
+        let sky = (y as f32 / 270.0 * 120.0) as u8;
+        if (x / 40 + y / 30) % 5 == 0 {
+            image::Rgb([200 + n, 60, 40 + n])
+        } else {
+            image::Rgb([sky + n, 100 + sky / 2, 220 - sky / 3])
+        }
+    }))
+}
+
+#[test]
+fn a_real_photo_reaches_the_target_in_every_lossy_format() {
+    let image = photo();
+    let size = (image.width(), image.height());
+    let reference = to_scored(&image, size).unwrap();
+    for (format, start) in [
+        (Format::Webp, 88),
+        (Format::Heic, 50),
+        (Format::Jpeg, 85),
+        (Format::Avif, 80),
+    ] {
+        let request = EncodeRequest {
+            format,
+            quality: start,
+            progressive: false,
+            heic_preset: codec::DEFAULT_X265_PRESET,
+            icc: None,
+            exif: None,
+        };
+        let target = 75.0;
+        let found = encode(image.clone(), &request, target).unwrap();
+        assert!(
+            found.reached && found.trials <= MAX_TRIALS,
+            "{format:?}: {found:?}"
+        );
+        // Scored again from the bytes alone.
+        let header = codec::probe(&found.bytes).unwrap();
+        let decoded = codec::decode(&found.bytes, &header, DecodeRequest::default()).unwrap();
+        let score =
+            compute_frame_ssimulacra2(reference.clone(), to_scored(&decoded.image, size).unwrap())
+                .unwrap();
+        assert!(score >= target, "{format:?}: {score} at q{}", found.quality);
+        assert_eq!(score, found.score);
+    }
+}
+
+#[test]
+fn large_images_are_scored_at_a_bounded_size() {
+    assert_eq!(score_size(900, 600), (900, 600));
+    let (w, h) = score_size(5472, 3648);
+    assert!(u64::from(w) * u64::from(h) <= SCORE_MAX_PIXELS);
+    assert!((f64::from(w) / f64::from(h) - 1.5).abs() < 0.01);
+    // The search's memory covers the scoring of at most that many pixels.
+    let small = search_cost(Format::Webp, (900, 600), false);
+    assert!(small >= 900 * 600 * (SCORE_BYTES_PER_PIXEL + 6));
+    let big = search_cost(Format::Webp, (5472, 3648), false);
+    assert!(big < 5472 * 3648 * 30 + SCORE_MAX_PIXELS * 170, "{big}");
+}
+
+#[test]
+fn the_target_keys_the_disk_cache_and_its_absence_keeps_old_keys() {
+    let plain = Settings::default();
+    let searched = Settings {
+        target_quality: Some(80),
+        ..Settings::default()
+    };
+    assert_ne!(plain.fingerprint(), searched.fingerprint());
+    assert!(!plain.fingerprint().contains("target"));
+}
