@@ -1,7 +1,7 @@
 //! imgfs benchmark (issue 4): imgfs against vipsthumbnail, heif-enc and cwebp on real photos,
 //! and the mount's first-read, throughput, listing and memory behaviour.
 //!
-//! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 of outputs, as the tables score them)
+//! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 and DSSIM of outputs, as the tables score them)
 //! imgfs-bench [--smoke] [--photos DIR] [--reps N] [--out DIR (bench-out, smoke: bench-out/smoke)] [--imgfs BIN]
 //!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm] [--webp-q N] [--heic-q N]
 
@@ -58,12 +58,13 @@ fn main() {
 fn real_main() -> Res<()> {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("score") {
-        // imgfs-bench score SOURCE OUTPUT...: SSIMULACRA2 of each output, as the tables score.
+        // imgfs-bench score SOURCE OUTPUT...: SSIMULACRA2 and DSSIM of each output, as the tables score.
         let source = Photo::open(PathBuf::from(argv.get(2).ok_or("score SOURCE OUTPUT...")?))?;
         for out in &argv[3..] {
             let bytes = fs::read(out).map_err(|e| format!("{out}: {e}"))?;
-            let (s, (w, h)) = score::score(&source, &bytes)?;
-            println!("{s:.2}\t{w}x{h}\t{}\t{out}", bytes.len());
+            let s = score::scores(&source, &bytes)?;
+            let (w, h) = s.size;
+            println!("{:.2}\t{:.5}\t{w}x{h}\t{}\t{out}", s.ssim2, s.dssim, bytes.len());
         }
         return Ok(());
     }
