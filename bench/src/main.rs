@@ -3,11 +3,14 @@
 //!
 //! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 and DSSIM of outputs, as the tables score them)
 //! imgfs-bench [--smoke] [--photos DIR] [--reps N] [--out DIR (bench-out, smoke: bench-out/smoke)] [--imgfs BIN]
-//!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm] [--webp-q N] [--heic-q N]
+//!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm,rd] [--webp-q N] [--heic-q N]
+//!             [--rd-q 30,50,70] [--rd-variant NAME[:heic,webp]='--heic-preset fast']... (rd.rs)
 
 mod disk;
 mod encode;
 mod mount;
+mod plot;
+mod rd;
 mod score;
 mod util;
 
@@ -31,11 +34,12 @@ pub struct Bench {
     pub webp_q: u8,
     pub heic_q: u8,
     pub jobs: usize,
+    pub rd: rd::RdOpts,
     pub notes: Vec<String>,
 }
 
 type Case = fn(&Bench) -> Res<Vec<Table>>;
-const CASES: [(&str, Case); 10] = [
+const CASES: [(&str, Case); 11] = [
     ("resize", encode::resize),
     ("full", encode::full),
     ("first", mount::first_read),
@@ -46,6 +50,7 @@ const CASES: [(&str, Case); 10] = [
     ("presets", encode::presets),
     ("disk", disk::disk_hit),
     ("warm", disk::warm),
+    ("rd", rd::rd),
 ];
 
 fn main() {
@@ -72,6 +77,7 @@ fn real_main() -> Res<()> {
     let (mut photos, mut out, mut imgfs) =
         (PathBuf::from("/usr/share/backgrounds"), None, repo.join("target/release/imgfs"));
     let (mut reps, mut smoke, mut only, mut webp_q, mut heic_q) = (None, false, None, 86, 50);
+    let mut rd = rd::RdOpts::default();
     let mut args = argv.iter().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().cloned().ok_or(format!("{a} needs a value"));
@@ -84,6 +90,15 @@ fn real_main() -> Res<()> {
             "--only" => only = Some(val()?),
             "--webp-q" => webp_q = val()?.parse().map_err(|_| "--webp-q: 1..100")?,
             "--heic-q" => heic_q = val()?.parse().map_err(|_| "--heic-q: 1..100")?,
+            "--rd-q" => {
+                let q: Result<Vec<u8>, _> = val()?.split(',').map(str::parse).collect();
+                rd.q = Some(
+                    q.ok()
+                        .filter(|q| q.iter().all(|&q| (1..=100).contains(&q)))
+                        .ok_or("--rd-q: 30,50,70 (1..100)")?,
+                );
+            }
+            "--rd-variant" => rd.variants.push(rd::Variant::parse(&val()?)?),
             _ => return Err(format!("unknown argument {a}; see the top of bench/src/main.rs")),
         }
     }
@@ -108,6 +123,7 @@ fn real_main() -> Res<()> {
         webp_q,
         heic_q,
         jobs,
+        rd,
         notes: vec![],
     };
     b.notes.push(format!("imgfs binary: {} (run from a copy in the work dir).", imgfs.display()));

@@ -8,15 +8,17 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use dssim_core::{Dssim, DssimImage};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use imgfs::pipeline::codec::{self, DecodeRequest};
 use imgfs::spec::Format;
-use dssim_core::{Dssim, DssimImage};
 use rgb::FromSlice;
 use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
 
 use crate::util::Res;
+
+type PerSize<T> = RefCell<HashMap<(u32, u32), Rc<T>>>;
 
 /// A benchmark photo: its file, and its decoded pixels and references made on demand.
 pub struct Photo {
@@ -25,9 +27,9 @@ pub struct Photo {
     pub width: u32,
     pub height: u32,
     decoded: OnceCell<Rc<RgbImage>>,
-    references: RefCell<HashMap<(u32, u32), Rc<RgbImage>>>,
+    references: PerSize<RgbImage>,
     /// The references prepared for DSSIM (its multi-scale Lab planes), per size.
-    dssim_refs: RefCell<HashMap<(u32, u32), Rc<DssimImage<f32>>>>,
+    dssim_refs: PerSize<DssimImage<f32>>,
 }
 
 impl Photo {
@@ -143,7 +145,7 @@ pub fn scores(photo: &Photo, output: &[u8]) -> Res<Scores> {
     drop(reference);
     let dssim = Dssim::new();
     let original = photo.dssim_reference(&dssim, size.0, size.1)?;
-    let (val, _) = dssim.compare(&*original, dssim_image(&dssim, &distorted)?);
+    let (val, _) = dssim.compare(&original, dssim_image(&dssim, &distorted)?);
     Ok(Scores { ssim2, dssim: f64::from(val), size })
 }
 
