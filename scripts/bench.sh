@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The imgfs benchmark (issue 4): imgfs vs vipsthumbnail / heif-enc / cwebp on real photos,
-# plus first read, throughput, ls and peak RSS through a real mount.
+# The imgfs benchmark (issue 4): imgfs vs vipsthumbnail / heif-enc / cwebp / avifenc on real photos,
+# plus first read, throughput, ls and peak RSS through a real mount, and rate–distortion at equal
+# quality (rd: SSIMULACRA2 and DSSIM; plots in the output dir, docs/rd.svg on a full run).
 #
 #   scripts/bench.sh            full run (~15 min on 2 cores); tables in bench-out/results.md (smoke: bench-out/smoke/)
 #   scripts/bench.sh --smoke    a couple of small cases, one repetition (< 3 min); CI runs this
-#   scripts/bench.sh [--photos DIR] [--reps N] [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm]
+#   scripts/bench.sh [--photos DIR] [--reps N] [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm,rd]
 #
 # Needs root (or fusermount3 and /dev/fuse access) for the mount cases.
 set -euo pipefail

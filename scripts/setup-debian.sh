@@ -9,8 +9,8 @@ set -euo pipefail
 BUILD="build-essential cmake nasm pkg-config libx265-dev libde265-dev libnuma-dev libaom-dev libdav1d-dev fuse3"
 # Tests: independent decoders, a real web server, a load tool, the CJK watermark font.
 TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc"
-# Benchmark: the reference tools and real photos.
-BENCH="libvips-tools hyperfine lomiri-wallpapers-20.04"
+# Benchmark: the reference tools (avifenc: the rd case's AVIF reference) and real photos.
+BENCH="libvips-tools hyperfine lomiri-wallpapers-20.04 libavif-bin"
 
 want="$BUILD $TEST"
 case "${1:-}" in

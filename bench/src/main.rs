@@ -1,13 +1,16 @@
 //! imgfs benchmark (issue 4): imgfs against vipsthumbnail, heif-enc and cwebp on real photos,
 //! and the mount's first-read, throughput, listing and memory behaviour.
 //!
-//! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 of outputs, as the tables score them)
+//! imgfs-bench score SOURCE OUTPUT...   (SSIMULACRA2 and DSSIM of outputs, as the tables score them)
 //! imgfs-bench [--smoke] [--photos DIR] [--reps N] [--out DIR (bench-out, smoke: bench-out/smoke)] [--imgfs BIN]
-//!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm] [--webp-q N] [--heic-q N]
+//!             [--only resize,full,first,throughput,ls,rss,defaults,presets,disk,warm,rd] [--webp-q N] [--heic-q N]
+//!             [--rd-q 30,50,70] [--rd-variant NAME[:heic,webp]='--heic-preset fast']... (rd.rs)
 
 mod disk;
 mod encode;
 mod mount;
+mod plot;
+mod rd;
 mod score;
 mod target;
 mod util;
@@ -32,11 +35,12 @@ pub struct Bench {
     pub webp_q: u8,
     pub heic_q: u8,
     pub jobs: usize,
+    pub rd: rd::RdOpts,
     pub notes: Vec<String>,
 }
 
 type Case = fn(&Bench) -> Res<Vec<Table>>;
-const CASES: [(&str, Case); 11] = [
+const CASES: [(&str, Case); 12] = [
     ("resize", encode::resize),
     ("full", encode::full),
     ("first", mount::first_read),
@@ -48,6 +52,7 @@ const CASES: [(&str, Case); 11] = [
     ("disk", disk::disk_hit),
     ("warm", disk::warm),
     ("target", target::target),
+    ("rd", rd::rd),
 ];
 
 fn main() {
@@ -60,12 +65,13 @@ fn main() {
 fn real_main() -> Res<()> {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("score") {
-        // imgfs-bench score SOURCE OUTPUT...: SSIMULACRA2 of each output, as the tables score.
+        // imgfs-bench score SOURCE OUTPUT...: SSIMULACRA2 and DSSIM of each output, as the tables score.
         let source = Photo::open(PathBuf::from(argv.get(2).ok_or("score SOURCE OUTPUT...")?))?;
         for out in &argv[3..] {
             let bytes = fs::read(out).map_err(|e| format!("{out}: {e}"))?;
-            let (s, (w, h)) = score::score(&source, &bytes)?;
-            println!("{s:.2}\t{w}x{h}\t{}\t{out}", bytes.len());
+            let s = score::scores(&source, &bytes)?;
+            let (w, h) = s.size;
+            println!("{:.2}\t{:.5}\t{w}x{h}\t{}\t{out}", s.ssim2, s.dssim, bytes.len());
         }
         return Ok(());
     }
@@ -73,6 +79,7 @@ fn real_main() -> Res<()> {
     let (mut photos, mut out, mut imgfs) =
         (PathBuf::from("/usr/share/backgrounds"), None, repo.join("target/release/imgfs"));
     let (mut reps, mut smoke, mut only, mut webp_q, mut heic_q) = (None, false, None, 86, 50);
+    let mut rd = rd::RdOpts::default();
     let mut args = argv.iter().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().cloned().ok_or(format!("{a} needs a value"));
@@ -85,6 +92,15 @@ fn real_main() -> Res<()> {
             "--only" => only = Some(val()?),
             "--webp-q" => webp_q = val()?.parse().map_err(|_| "--webp-q: 1..100")?,
             "--heic-q" => heic_q = val()?.parse().map_err(|_| "--heic-q: 1..100")?,
+            "--rd-q" => {
+                let q: Result<Vec<u8>, _> = val()?.split(',').map(str::parse).collect();
+                rd.q = Some(
+                    q.ok()
+                        .filter(|q| q.iter().all(|&q| (1..=100).contains(&q)))
+                        .ok_or("--rd-q: 30,50,70 (1..100)")?,
+                );
+            }
+            "--rd-variant" => rd.variants.push(rd::Variant::parse(&val()?)?),
             _ => return Err(format!("unknown argument {a}; see the top of bench/src/main.rs")),
         }
     }
@@ -109,6 +125,7 @@ fn real_main() -> Res<()> {
         webp_q,
         heic_q,
         jobs,
+        rd,
         notes: vec![],
     };
     b.notes.push(format!("imgfs binary: {} (run from a copy in the work dir).", imgfs.display()));

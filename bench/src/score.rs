@@ -1,5 +1,6 @@
-//! Decoding outputs and scoring them: SSIMULACRA2 of an output against the decoded source,
-//! resized (Lanczos3, image crate — not imgfs's resizer) to the output's size.
+//! Decoding outputs and scoring them: SSIMULACRA2 (and, for the rate–distortion case, DSSIM)
+//! of an output against the decoded source, resized (Lanczos3, image crate — not imgfs's
+//! resizer) to the output's size.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -7,13 +8,17 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use dssim_core::{Dssim, DssimImage};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use imgfs::pipeline::codec::{self, DecodeRequest};
 use imgfs::spec::Format;
+use rgb::FromSlice;
 use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
 
 use crate::util::Res;
+
+type PerSize<T> = RefCell<HashMap<(u32, u32), Rc<T>>>;
 
 /// A benchmark photo: its file, and its decoded pixels and references made on demand.
 pub struct Photo {
@@ -22,7 +27,9 @@ pub struct Photo {
     pub width: u32,
     pub height: u32,
     decoded: OnceCell<Rc<RgbImage>>,
-    references: RefCell<HashMap<(u32, u32), Rc<RgbImage>>>,
+    references: PerSize<RgbImage>,
+    /// The references prepared for DSSIM (its multi-scale Lab planes), per size.
+    dssim_refs: PerSize<DssimImage<f32>>,
 }
 
 impl Photo {
@@ -37,6 +44,7 @@ impl Photo {
             height,
             decoded: OnceCell::new(),
             references: RefCell::new(HashMap::new()),
+            dssim_refs: RefCell::new(HashMap::new()),
         })
     }
 
@@ -79,6 +87,17 @@ impl Photo {
     /// Drops the decoded pixels (full-size photos are tens of MB each).
     pub fn forget(&self) {
         self.references.borrow_mut().clear();
+        self.dssim_refs.borrow_mut().clear();
+    }
+
+    /// The reference at `width`×`height` as DSSIM compares it.
+    fn dssim_reference(&self, dssim: &Dssim, width: u32, height: u32) -> Res<Rc<DssimImage<f32>>> {
+        if let Some(r) = self.dssim_refs.borrow().get(&(width, height)) {
+            return Ok(r.clone());
+        }
+        let r = Rc::new(dssim_image(dssim, &*self.reference(width, height)?)?);
+        self.dssim_refs.borrow_mut().insert((width, height), r.clone());
+        Ok(r)
     }
 }
 
@@ -104,6 +123,35 @@ pub fn score(photo: &Photo, output: &[u8]) -> Res<(f64, (u32, u32))> {
     let s = compute_frame_ssimulacra2(to_rgb(&reference)?, to_rgb(&distorted)?)
         .map_err(|e| format!("ssimulacra2: {e}"))?;
     Ok((s, size))
+}
+
+/// Both metrics of one output.
+#[derive(Clone, Copy, Debug)]
+pub struct Scores {
+    /// SSIMULACRA2: higher is better (70 high quality, 90 very high).
+    pub ssim2: f64,
+    /// DSSIM: 0 is identical, higher is worse.
+    pub dssim: f64,
+    pub size: (u32, u32),
+}
+
+/// SSIMULACRA2 and DSSIM of `output` against `photo` at the output's size.
+pub fn scores(photo: &Photo, output: &[u8]) -> Res<Scores> {
+    let distorted = decode(output)?;
+    let size = distorted.dimensions();
+    let reference = photo.reference(size.0, size.1)?;
+    let ssim2 = compute_frame_ssimulacra2(to_rgb(&reference)?, to_rgb(&distorted)?)
+        .map_err(|e| format!("ssimulacra2: {e}"))?;
+    drop(reference);
+    let dssim = Dssim::new();
+    let original = photo.dssim_reference(&dssim, size.0, size.1)?;
+    let (val, _) = dssim.compare(&original, dssim_image(&dssim, &distorted)?);
+    Ok(Scores { ssim2, dssim: f64::from(val), size })
+}
+
+fn dssim_image(dssim: &Dssim, image: &RgbImage) -> Res<DssimImage<f32>> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    dssim.create_image_rgb(image.as_raw().as_rgb(), w, h).ok_or_else(|| "dssim: bad image size".to_string())
 }
 
 fn to_rgb(image: &RgbImage) -> Res<Rgb> {
