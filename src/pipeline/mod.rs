@@ -95,8 +95,9 @@ impl Settings {
             .target_quality
             .map_or(String::new(), |t| format!("; target ssimulacra2 {t}"));
         format!(
-            "imgfs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}{target}",
+            "imgfs {} codecs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}{target}",
             env!("CARGO_PKG_VERSION"),
+            codec::REVISION,
             q.jpeg,
             q.webp,
             q.heic,

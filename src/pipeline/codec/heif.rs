@@ -32,6 +32,17 @@ pub const X265_PRESETS: [&str; 10] = [
 /// Chosen by measurement (docs/benchmarks.md, "x265 presets"): on 9–20 MP photos at q50, 0.4–0.5× superfast's
 /// time at -1% to +7% bytes and SSIMULACRA2 within 1%; at equal score as small as superfast.
 pub const DEFAULT_X265_PRESET: &str = "ultrafast";
+/// x265 options set on top of the preset for every HEIC encode, chosen by measurement
+/// (docs/benchmarks.md, "HEIC tuning"): on 1024 px tiles of the benchmark photos they take
+/// ultrafast from 1.17× to 1.09× the bytes of heif-enc's preset slow at equal SSIMULACRA2 and
+/// DSSIM, at 0.33× (not 0.17×) its CPU time. RDOQ and sign hiding spend encoder time on fewer
+/// bits; psycho-visual RD adds texture energy that both metrics count as error.
+pub const X265_TUNING: [(&str, &str); 4] = [
+    ("x265:rdoq-level", "2"),
+    ("x265:signhide", "1"),
+    ("x265:psy-rd", "0"),
+    ("x265:psy-rdoq", "0"),
+];
 /// libaom speed for AVIF (0 slowest .. 9 fastest).
 pub const AOM_SPEED: i32 = 8;
 
@@ -188,12 +199,19 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
         .set_quality(EncoderQuality::Lossy(request.quality))
         .map_err(fail)?;
     match compression {
-        CompressionFormat::Hevc => encoder
-            .set_parameter_value(
-                "preset",
-                EncoderParameterValue::String(request.heic_preset.into()),
-            )
-            .map_err(fail)?,
+        CompressionFormat::Hevc => {
+            encoder
+                .set_parameter_value(
+                    "preset",
+                    EncoderParameterValue::String(request.heic_preset.into()),
+                )
+                .map_err(fail)?;
+            for (name, value) in X265_TUNING {
+                encoder
+                    .set_parameter_value(name, EncoderParameterValue::String(value.into()))
+                    .map_err(fail)?;
+            }
+        }
         _ => encoder
             .set_parameter_value("speed", EncoderParameterValue::Int(AOM_SPEED))
             .map_err(fail)?,

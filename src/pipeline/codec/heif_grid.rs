@@ -107,6 +107,16 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
     check(unsafe {
         lh::heif_encoder_set_parameter_string(encoder.0, c"preset".as_ptr(), preset.as_ptr())
     })?;
+    for (name, value) in super::heif::X265_TUNING {
+        let (name, value) = (
+            CString::new(name).map_err(|e| encode_error(Format::Heic, e))?,
+            CString::new(value).map_err(|e| encode_error(Format::Heic, e))?,
+        );
+        // SAFETY: as for the preset: a live encoder, NUL-terminated strings libheif copies.
+        check(unsafe {
+            lh::heif_encoder_set_parameter_string(encoder.0, name.as_ptr(), value.as_ptr())
+        })?;
+    }
 
     let mut grid = Owned(ptr::null_mut(), release_handle);
     // SAFETY: a live context; null options mean libheif's defaults; the new grid handle (or

@@ -17,6 +17,11 @@ pub use jpeg::estimate_quality as estimate_jpeg_quality;
 pub(crate) use raster::decoder_limits;
 pub use webp::METHOD as WEBP_METHOD;
 
+/// Changes whenever an encoder setting changes the bytes of an output (a tuning, a codec
+/// option), so the disk cache, whose keys include it, never serves bytes of older settings.
+/// 2: x265 tuning on top of the preset, WebP filter strength 80 (issue 14).
+pub const REVISION: u32 = 2;
+
 /// What the header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
