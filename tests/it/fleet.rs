@@ -165,11 +165,13 @@ impl Fleet {
             .count()
     }
 
-    /// Stops the script as Ctrl-C would; its exit status.
+    /// Stops the script as a service manager would; its exit status. SIGTERM, not SIGINT:
+    /// a shell started in the background of a non-interactive shell (a test runner launched
+    /// with `&`) inherits SIGINT ignored and cannot trap it, so Ctrl-C's signal would hang here.
     fn stop(&mut self) -> ExitStatus {
         let mut script = self.script.take().unwrap();
         // SAFETY: kill(2) on our own child's pid, not yet waited for.
-        unsafe { libc::kill(script.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(script.id() as i32, libc::SIGTERM) };
         script.wait().unwrap()
     }
 

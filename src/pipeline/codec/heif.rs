@@ -44,7 +44,7 @@ pub const X265_TUNING: [(&str, &str); 4] = [
     ("x265:psy-rdoq", "0"),
 ];
 /// libaom speed for AVIF (0 slowest .. 9 fastest).
-pub const AOM_SPEED: i32 = 8;
+pub const AOM_SPEED: i32 = 7;
 
 /// Initialises libheif (once per process) before raw libheif calls.
 pub(super) fn init() {
