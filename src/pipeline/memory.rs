@@ -24,35 +24,10 @@ const FIXED: u64 = 4 * MIB;
 /// the encode. `marks` are the image marks' sources in the order of their operations.
 ///
 /// A watermark layer beyond the output limits is EFBIG here, before anything is decoded.
+/// `encode` gives the encode stage's bytes (format, output size, alpha):
+/// `codec::encode_cost`, or a quality search's (`target::search_cost`).
 #[allow(clippy::too_many_arguments)]
 pub fn estimate(
-    source_len: usize,
-    source_format: Format,
-    decode: Cost,
-    logical: (u32, u32),
-    spec: &Spec,
-    format: Format,
-    marks: &[MarkSource],
-    limits: &Limits,
-) -> Result<u64> {
-    let (s, f) = (source_format, format);
-    estimate_with(
-        source_len,
-        s,
-        decode,
-        logical,
-        spec,
-        f,
-        marks,
-        limits,
-        codec::encode_cost,
-    )
-}
-
-/// Like [`estimate`], with the encode stage's bytes given by `encode` (format, output size,
-/// alpha): `codec::encode_cost`, or a quality search's (`target::search_cost`).
-#[allow(clippy::too_many_arguments)]
-pub fn estimate_with(
     source_len: usize,
     source_format: Format,
     decode: Cost,
@@ -394,6 +369,7 @@ mod tests {
             Format::Webp,
             &[],
             &Limits::default(),
+            codec::encode_cost,
         )
         .unwrap();
         assert_eq!(full, frame * 3 / 2 + FIXED);
@@ -407,6 +383,7 @@ mod tests {
             Format::Jpeg,
             &[],
             &Limits::default(),
+            codec::encode_cost,
         )
         .unwrap();
         assert!(thumb - FIXED < frame / 40, "{thumb}");
@@ -420,6 +397,7 @@ mod tests {
             Format::Bmp,
             &[],
             &Limits::default(),
+            codec::encode_cost,
         )
         .unwrap();
         let resized = 4000 * 2667 * 3;
@@ -438,6 +416,7 @@ mod tests {
             Format::Jpeg,
             &[],
             &Limits::default(),
+            codec::encode_cost,
         )
         .unwrap();
         assert_eq!(progressive, coefficients + FIXED);
@@ -454,6 +433,7 @@ mod tests {
             Format::Png,
             &[],
             &Limits::default(),
+            codec::encode_cost,
         )
         .unwrap();
         assert!(upscaled >= 1000 * 1000 * 4 * 2);
@@ -478,6 +458,7 @@ mod tests {
             Format::Png,
             marks,
             &limits,
+            codec::encode_cost,
         )
     }
 

@@ -212,7 +212,7 @@ fn convert_reserved<'g>(
         auto_orient: spec.auto_orient,
     };
     let target = target::target_for(spec, format, settings);
-    let estimate = memory::estimate_with(
+    let estimate = memory::estimate(
         source.len(),
         header.format,
         codec::decode_cost(source, &header, &request),
