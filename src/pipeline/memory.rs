@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::spec::{Format, Op, Spec, Watermark, WatermarkContent};
 
-use super::codec::{self, Cost, Header};
+use super::codec::{Cost, Header};
 use super::resize;
 use super::watermark::{self, LayerPlan};
 
@@ -267,6 +267,7 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::codec;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
