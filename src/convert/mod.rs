@@ -27,7 +27,7 @@ use crate::limits::Limits;
 use crate::metrics::{CacheCounts, Metrics, TierCounts};
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::{self, Marks, Settings};
-use crate::source::{read_file, Caller, Found, Links, Root};
+use crate::source::{read_file, Caller, Found, Identity, Links, Root};
 use crate::spec::Spec;
 use workers::Workers;
 
@@ -72,15 +72,25 @@ impl Inputs {
     /// Reads every input: the source's bytes, the marks', and the version they are.
     pub fn read(&self, name: &Path, limits: &Limits) -> Result<(Vec<u8>, Marks, Version)> {
         let (source, identity) = read_file(&self.source.open(name)?, name, limits)?;
+        let (marks, identities) = self.read_marks(limits)?;
+        let version = Version {
+            source: identity,
+            marks: identities,
+        };
+        Ok((source, marks, version))
+    }
+
+    /// Reads the watermark images alone, with the identities they had when read.
+    pub fn read_marks(&self, limits: &Limits) -> Result<(Marks, Vec<Identity>)> {
         let mut marks = Marks::default();
-        let mut version = Version::of(identity);
+        let mut identities = Vec::with_capacity(self.marks.len());
         for (path, found) in &self.marks {
             let path_name = Path::new(path);
             let (bytes, identity) = read_file(&found.open(path_name)?, path_name, limits)?;
             marks.insert(path.clone(), bytes);
-            version.marks.push(identity);
+            identities.push(identity);
         }
-        Ok((source, marks, version))
+        Ok((marks, identities))
     }
 }
 

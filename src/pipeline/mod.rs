@@ -3,6 +3,7 @@
 
 mod adjust;
 mod animation;
+pub mod batch;
 pub mod codec;
 mod geometry;
 mod info;
@@ -176,17 +177,69 @@ fn convert_reserved<'g>(
     settings: &Settings,
     gate: Option<&'g MemoryGate>,
 ) -> Result<(Output, Option<Reservation<'g>>)> {
-    let limits = &settings.limits;
+    let header = probe(source, &settings.limits)?;
+    match plan(source, &header, marks, spec, settings)? {
+        Plan::Described(output) => Ok((output, None)),
+        Plan::Animated { format, estimate } => {
+            let reserved = gate.map(|g| g.reserve(estimate));
+            let output = convert_animation(source, marks, spec, settings, &header, format)?;
+            Ok((output, reserved))
+        }
+        Plan::Still(plan) => {
+            let reserved = gate.map(|g| g.reserve(plan.estimate));
+            let mut decoded = decode_still(source, &header, &plan)?;
+            let image = std::mem::replace(&mut decoded.image, DynamicImage::new_rgb8(0, 0));
+            let output = finish(
+                image, &decoded, source, &header, marks, spec, settings, &plan,
+            )?;
+            Ok((output, reserved))
+        }
+    }
+}
+
+/// The source's header, once its bytes and its size are within the limits.
+fn probe(source: &[u8], limits: &Limits) -> Result<Header> {
     limits.check_source_bytes(source.len() as u64)?;
     let header = codec::probe(source)?;
     limits.check_source(header.width, header.height, header.frames)?;
-    if !spec.needs_pixels() {
-        return Ok((
-            info::describe(source, &header, source.len(), settings)?,
-            None,
-        ));
-    }
+    Ok(header)
+}
 
+/// How a conversion will run, known from the header before any pixel exists.
+enum Plan {
+    /// `info` of the source itself: nothing to decode.
+    Described(Output),
+    Animated {
+        format: Format,
+        estimate: u64,
+    },
+    Still(StillPlan),
+}
+
+struct StillPlan {
+    format: Format,
+    orientation: Orientation,
+    request: DecodeRequest,
+    /// The decoded image's (width, height): still conversions of one source that agree on
+    /// it and on `auto-orient` start from the same pixels, so they may share one decode.
+    decoded_size: (u32, u32),
+    target: Option<f64>,
+    /// The conversion's memory estimate (`memory::estimate`).
+    estimate: u64,
+}
+
+fn plan(
+    source: &[u8],
+    header: &Header,
+    marks: &Marks,
+    spec: &Spec,
+    settings: &Settings,
+) -> Result<Plan> {
+    let limits = &settings.limits;
+    if !spec.needs_pixels() {
+        let described = info::describe(source, header, source.len(), settings)?;
+        return Ok(Plan::Described(described));
+    }
     let format = spec.format.unwrap_or(header.format);
     let animated = header.frames > 1
         && animation::can_animate(header.format)
@@ -194,29 +247,25 @@ fn convert_reserved<'g>(
         && spec.output != OutputKind::AverageHue
         && spec.ops.iter().all(animation::is_framewise);
     if animated {
-        let estimate = memory::estimate_animation(source.len(), &header);
-        let reserved = gate.map(|g| g.reserve(estimate));
-        return Ok((
-            convert_animation(source, marks, spec, settings, &header, format)?,
-            reserved,
-        ));
+        let estimate = memory::estimate_animation(source.len(), header);
+        return Ok(Plan::Animated { format, estimate });
     }
-
     let orientation = if spec.auto_orient {
         header.orientation
     } else {
         Orientation::NoTransforms
     };
     let request = DecodeRequest {
-        min_size: shrink_target(&header, orientation, spec),
+        min_size: shrink_target(header, orientation, spec),
         auto_orient: spec.auto_orient,
     };
+    let decode = codec::decode_cost(source, header, &request);
     let target = target::target_for(spec, format, settings);
     let estimate = memory::estimate(
         source.len(),
         header.format,
-        codec::decode_cost(source, &header, &request),
-        oriented_size(&header, orientation, false),
+        decode,
+        oriented_size(header, orientation, false),
         spec,
         format,
         &mark_sources(spec, marks, limits)?,
@@ -228,39 +277,79 @@ fn convert_reserved<'g>(
             codec::encode_cost
         },
     )?;
-    let reserved = gate.map(|g| g.reserve(estimate));
-    let decoded = codec::decode(source, &header, request)?;
+    Ok(Plan::Still(StillPlan {
+        format,
+        orientation,
+        request,
+        decoded_size: decode.size,
+        target,
+        estimate,
+    }))
+}
+
+/// A still source decoded, upright as the plan asks, with what the encode carries over.
+struct Decoded {
+    image: DynamicImage,
+    icc: Option<Vec<u8>>,
+    exif: Option<Vec<u8>>,
+    /// The source's size as the operations see it (after orientation, at full scale).
+    logical: (u32, u32),
+}
+
+fn decode_still(source: &[u8], header: &Header, plan: &StillPlan) -> Result<Decoded> {
+    let decoded = codec::decode(source, header, plan.request)?;
     let mut image = decoded.image;
     // HEIF decoders orient by themselves; for the rest, EXIF says how.
-    if !decoded.oriented && orientation != Orientation::NoTransforms {
-        image.apply_orientation(orientation);
+    if !decoded.oriented && plan.orientation != Orientation::NoTransforms {
+        image.apply_orientation(plan.orientation);
     }
-    let (mut logical_w, mut logical_h) = oriented_size(&header, orientation, decoded.oriented);
-    let source_size = (logical_w, logical_h);
+    Ok(Decoded {
+        image,
+        icc: decoded.icc,
+        exif: decoded.exif,
+        logical: oriented_size(header, plan.orientation, decoded.oriented),
+    })
+}
 
+/// The operations on `image` (the decoded source's pixels), then the encode.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    mut image: DynamicImage,
+    decoded: &Decoded,
+    source: &[u8],
+    header: &Header,
+    marks: &Marks,
+    spec: &Spec,
+    settings: &Settings,
+    plan: &StillPlan,
+) -> Result<Output> {
+    let format = plan.format;
     let ctx = OpContext {
         settings,
         marks,
         output_alpha: format.has_alpha(),
     };
+    let mut logical = decoded.logical;
     for op in &spec.ops {
-        image = apply(image, op, (logical_w, logical_h), &ctx)?;
-        (logical_w, logical_h) = (image.width(), image.height());
+        image = apply(image, op, logical, &ctx)?;
+        logical = (image.width(), image.height());
     }
-    limits.check_output(u64::from(image.width()), u64::from(image.height()))?;
+    settings
+        .limits
+        .check_output(u64::from(image.width()), u64::from(image.height()))?;
 
     if spec.output == OutputKind::AverageHue {
-        return Ok((info::average_hue(&image), reserved));
+        return Ok(info::average_hue(&image));
     }
     let (width, height) = image.dimensions();
     let shape = metadata::Target {
-        source: source_size,
+        source: decoded.logical,
         size: (width, height),
         upright: spec.auto_orient,
     };
     let exif = (decoded.exif.as_deref())
         .and_then(|exif| metadata::carried(exif, settings.metadata, &shape));
-    let quality = encode_quality(source, spec, &header, format, settings);
+    let quality = encode_quality(source, spec, header, format, settings);
     let request = EncodeRequest {
         format,
         quality,
@@ -269,7 +358,7 @@ fn convert_reserved<'g>(
         icc: decoded.icc.as_deref(),
         exif: exif.as_deref(),
     };
-    let bytes = match target {
+    let bytes = match plan.target {
         Some(score) => target::encode(image, &request, score)?.bytes,
         None => codec::encode(image, &request)?,
     };
@@ -285,10 +374,9 @@ fn convert_reserved<'g>(
             frames: 1,
             orientation: Orientation::NoTransforms,
         };
-        let described = info::describe_with_exif(&output.bytes, &header, exif.as_deref())?;
-        return Ok((described, reserved));
+        return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
     }
-    Ok((output, reserved))
+    Ok(output)
 }
 
 /// The quality of the final encode: `Q_n`, `q_n` of the source JPEG's quality, or the

@@ -2,11 +2,14 @@
 //! (found by its magic bytes, through the same confined [`Root`] a mount uses, so no
 //! symlink is followed) is converted with each spec, under exactly the key a mount would
 //! compute, on `--jobs` threads inside one memory gate; entries already cached are skipped.
+//! A job takes one image (largest first) with all its specs, so the image is read once and
+//! decoded once for every spec that starts from the same pixels (`pipeline::batch`).
 //! Ctrl-C or SIGTERM stops taking work: conversions running finish and are kept.
 
 mod progress;
 
 use std::ffi::OsStr;
+use std::ops::ControlFlow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,14 +18,15 @@ use std::sync::Arc;
 use rustix::fs::{Dir, FileType};
 
 use crate::cache::disk::DiskCache;
-use crate::cache::Key;
+use crate::cache::{Key, Version};
 use crate::cli::WarmArgs;
 use crate::convert::Inputs;
 use crate::error::{Error, Result};
 use crate::options::CONVERT_MEMORY_PER_JOB;
+use crate::pipeline::batch::Job;
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::{self, codec, Settings};
-use crate::source::{Caller, Root};
+use crate::source::{read_file, Caller, Root};
 use crate::spec::Spec;
 use progress::{Outcome, Progress};
 
@@ -63,7 +67,10 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
     let options = args.disk.options();
     let disk = DiskCache::open(&options.dir, options.bytes, settings.fingerprint())
         .map_err(|e| format!("disk cache {}: {e}", options.dir.display()))?;
-    let images = images(&root)?;
+    let mut images = images(&root)?;
+    // Largest first: the longest conversions start early, so no job is left alone at the end.
+    images
+        .sort_by_cached_key(|path| std::cmp::Reverse(root.entry(path).map_or(0, |f| f.meta.size)));
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -79,22 +86,18 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
     }
-    let tasks = images.len() * run.recipes.len();
-    let progress = Progress::new(tasks);
+    let progress = Progress::new(images.len() * run.recipes.len());
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(tasks.max(1)) {
+        for _ in 0..jobs.min(images.len().max(1)) {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    let task = next.fetch_add(1, Ordering::Relaxed);
-                    if task >= tasks {
+                    let Some(image) = images.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
-                    }
-                    let (image, recipe) =
-                        (&images[task / run.recipes.len()], task % run.recipes.len());
-                    let recipe = &run.recipes[recipe];
-                    let name = format!("{}@{}", image.display(), recipe.text);
-                    progress.record(&name, run.warm(image, recipe));
+                    };
+                    run.warm(image, &stop, |recipe, outcome| {
+                        progress.record(&format!("{}@{}", image.display(), recipe.text), outcome);
+                    });
                 }
             });
         }
@@ -109,39 +112,94 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
 }
 
 impl Run {
-    /// Converts `image` with `recipe` into the cache unless it is there.
-    fn warm(&self, image: &Path, recipe: &Recipe) -> Outcome {
-        let result = (|| -> Result<Outcome> {
-            let found = self.root.entry(image)?;
-            let inputs = Inputs::find(&self.root, found, &recipe.spec, &Caller::root())?;
-            let key = Key {
-                version: inputs.version(),
-                spec: recipe.canonical.clone(),
-            };
-            if self.disk.contains(&key) {
-                return Ok(Outcome::Skipped);
+    /// Converts `image` with every recipe whose entry is not cached yet, decoding it once
+    /// for all of them where their decodes agree (`pipeline::batch`). `stop` is checked
+    /// between conversions.
+    fn warm(&self, image: &Path, stop: &AtomicBool, record: impl Fn(&Recipe, Outcome)) {
+        let mut pending = Vec::new();
+        for recipe in &self.recipes {
+            match self.inputs(image, recipe) {
+                Ok(Some(found)) => pending.push((recipe, found)),
+                Ok(None) => record(recipe, Outcome::Skipped),
+                Err(err) => record(recipe, Outcome::Failed(err.to_string())),
             }
-            let (source, marks, version) = inputs.read(image, &self.settings.limits)?;
-            let output = pipeline::convert_into(
-                &source,
-                &marks,
-                &recipe.spec,
-                &self.settings,
-                Some(&self.gate),
-                |output| output,
-            )?;
-            // Under the version read, as a mount keeps it.
-            let key = Key { version, ..key };
-            self.disk
-                .put(&key, &output.bytes)
-                .map_err(|e| Error::io("disk cache", e))?;
-            Ok(Outcome::Converted {
-                read: source.len() as u64,
-                written: output.bytes.len() as u64,
-            })
-        })();
+        }
+        let Some((_, first)) = pending.first() else {
+            return;
+        };
+        let limits = &self.settings.limits;
+        let source = first
+            .source
+            .open(image)
+            .and_then(|file| read_file(&file, image, limits));
+        let (source, identity) = match source {
+            Ok(read) => read,
+            Err(err) => {
+                for (recipe, _) in &pending {
+                    record(recipe, Outcome::Failed(err.to_string()));
+                }
+                return;
+            }
+        };
+        let mut readable = Vec::with_capacity(pending.len());
+        for (recipe, inputs) in pending {
+            match inputs.read_marks(limits) {
+                Ok((marks, identities)) => readable.push((recipe, marks, identities)),
+                Err(err) => record(recipe, Outcome::Failed(err.to_string())),
+            }
+        }
+        let jobs: Vec<Job> = readable
+            .iter()
+            .map(|(r, marks, _)| (&r.spec, marks))
+            .collect();
+        pipeline::batch::convert_each(
+            &source,
+            &jobs,
+            &self.settings,
+            Some(&self.gate),
+            |n, out| {
+                let (recipe, _, marks) = &readable[n];
+                // Under the versions read, as a mount keeps it.
+                let key = Key {
+                    version: Version {
+                        source: identity,
+                        marks: marks.clone(),
+                    },
+                    spec: recipe.canonical.clone(),
+                };
+                let stored = out.and_then(|output| {
+                    self.disk
+                        .put(&key, &output.bytes)
+                        .map_err(|e| Error::io("disk cache", e))?;
+                    Ok(Outcome::Converted {
+                        read: source.len() as u64,
+                        written: output.bytes.len() as u64,
+                    })
+                });
+                record(
+                    recipe,
+                    stored.unwrap_or_else(|e| Outcome::Failed(e.to_string())),
+                );
+                crate::convert::return_freed_memory();
+                if stop.load(Ordering::Relaxed) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        );
         crate::convert::return_freed_memory();
-        result.unwrap_or_else(|err| Outcome::Failed(err.to_string()))
+    }
+
+    /// The inputs of `image` with `recipe`, unless its entry is cached already.
+    fn inputs(&self, image: &Path, recipe: &Recipe) -> Result<Option<Inputs>> {
+        let found = self.root.entry(image)?;
+        let inputs = Inputs::find(&self.root, found, &recipe.spec, &Caller::root())?;
+        let key = Key {
+            version: inputs.version(),
+            spec: recipe.canonical.clone(),
+        };
+        Ok((!self.disk.contains(&key)).then_some(inputs))
     }
 }
 

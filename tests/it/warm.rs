@@ -117,3 +117,69 @@ fn warm_reports_failures_and_bad_specs() {
     let (ok, text) = warm(source.path(), cache.path(), &["resize,w_0"]);
     assert!(!ok && text.contains("resize,w_0"), "{text}");
 }
+
+/// Ctrl-C (SIGINT) stops taking work; what was converted stays and the next run skips it.
+#[test]
+fn an_interrupted_warm_keeps_what_is_done() {
+    use std::io::{BufRead, BufReader, Read};
+    let source = tempfile::tempdir().unwrap();
+    for n in 0..12 {
+        make_jpeg(&source.path().join(format!("{n:02}.jpg")), 900, 600);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let specs = ["format,heic", "resize,l_300@format,heic"];
+    let mut child = Command::new(bin())
+        .arg("warm")
+        .arg(source.path())
+        .args(specs)
+        .arg("--disk-cache")
+        .arg(cache.path())
+        .args(["--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains(": converted") {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen += &line;
+    }
+    // SAFETY: kill(2) on our own child, which has not been waited for (its pid is live).
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    log.read_to_string(&mut seen).unwrap();
+    let mut summary = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut summary)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{summary}{seen}");
+    assert!(summary.contains("interrupted"), "{summary}{seen}");
+    let done = |text: &str, what: &str| -> usize {
+        let at = text.find(what).unwrap_or_else(|| panic!("{what}: {text}"));
+        let number = text[..at].trim_end().rsplit([' ', ',']).next().unwrap();
+        number.parse().unwrap()
+    };
+    let converted = done(&summary, " converted");
+    assert!((1..24).contains(&converted), "{summary}");
+    for sub in std::fs::read_dir(cache.path()).unwrap().flatten() {
+        if sub.path().is_dir() {
+            for file in std::fs::read_dir(sub.path()).unwrap().flatten() {
+                let name = file.file_name().to_string_lossy().to_string();
+                assert!(
+                    !name.starts_with(".tmp-"),
+                    "a temporary file was left: {name}"
+                );
+            }
+        }
+    }
+
+    let (ok, text) = warm(source.path(), cache.path(), &specs);
+    assert!(ok, "{text}");
+    assert_eq!(done(&text, " skipped"), converted, "{text}");
+    assert_eq!(done(&text, " converted"), 24 - converted, "{text}");
+}
