@@ -202,3 +202,52 @@ fn after_sigkill_fusermount_and_a_new_mount_work() {
     assert!(child.wait().unwrap().success());
     assert!(!is_mounted(&mnt));
 }
+
+/// Requests any user can send (python's isatty probe, fsync, poll, SEEK_DATA, access) get
+/// the answers a regular file on a read-only disk gives, and no log line each: an
+/// unprivileged caller must not be able to flood the log.
+#[test]
+fn requests_imgfs_does_not_serve_answer_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    fs::create_dir_all(&source).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    make_jpeg(&source.join("p.jpg"), 64, 48);
+    let mut child = mount_binary(&source, &mnt);
+    for name in ["p.jpg", "p.jpg@format,png"] {
+        let path = mnt.join(name);
+        let file = fs::File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len() as i64;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: plain syscalls on a descriptor this scope owns; `term` and `poll` are
+        // valid for writes of their own size.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            assert_eq!(libc::ioctl(fd, libc::TCGETS, &mut term), -1, "{name}");
+            assert_eq!(*libc::__errno_location(), libc::ENOTTY, "{name}");
+            for _ in 0..2 {
+                assert_eq!(libc::fsync(fd), 0, "{name}");
+                assert_eq!(libc::lseek(fd, 0, libc::SEEK_DATA), 0, "{name}");
+                assert_eq!(libc::lseek(fd, 0, libc::SEEK_HOLE), len, "{name}");
+            }
+            let mut poll = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            assert_eq!(libc::poll(&mut poll, 1, 0), 1, "{name}");
+        }
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::access(c_path.as_ptr(), libc::R_OK) }, 0);
+        assert!(crate::common::run("cp", &[path.to_str().unwrap(), "/dev/null"]).is_empty());
+    }
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        !log.contains("WARN") && !log.contains("Not Implemented"),
+        "{log}"
+    );
+}
