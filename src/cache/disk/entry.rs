@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use twox_hash::{XxHash3_128, XxHash3_64};
 
 use crate::cache::Key;
 
@@ -41,7 +41,7 @@ pub fn serialize_key(key: &Key, context: &str) -> Vec<u8> {
 
 /// The name of an entry: a 128-bit hash of its serialized key.
 pub fn hash(serialized: &[u8]) -> u128 {
-    xxh3_128(serialized)
+    XxHash3_128::oneshot(serialized)
 }
 
 /// Where the entry `hash` lives below the cache directory: one of 256 subdirectories (so no
@@ -71,7 +71,7 @@ pub struct Header {
 }
 
 pub fn checksum(bytes: &[u8]) -> u64 {
-    xxh3_64(bytes)
+    XxHash3_64::oneshot(bytes)
 }
 
 impl Header {
@@ -127,11 +127,13 @@ impl Header {
         Ok(())
     }
 
-    /// Whether the file's bytes are the ones this header was written for, read in chunks:
-    /// copying from the page cache is cheaper than faulting a map's pages in one by one.
+    /// Whether the file's bytes are the ones this header was written for, read in chunks
+    /// (for files not in the page cache: reading lets the kernel read ahead in large
+    /// requests).
     pub fn check_file(&self, file: &std::fs::File) -> Result<(), String> {
+        use std::hash::Hasher;
         use std::os::unix::fs::FileExt;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = XxHash3_64::new();
         let mut chunk = vec![0; 256 << 10];
         let mut offset = 0;
         loop {
@@ -141,10 +143,10 @@ impl Header {
             if read == 0 {
                 break;
             }
-            hasher.update(&chunk[..read]);
+            hasher.write(&chunk[..read]);
             offset += read as u64;
         }
-        if offset != self.len || hasher.digest() != self.checksum {
+        if offset != self.len || hasher.finish() != self.checksum {
             return Err("checksum mismatch (corrupted)".into());
         }
         Ok(())
@@ -206,6 +208,23 @@ mod tests {
         assert_eq!(parse_name(dir.to_str().unwrap(), "notes.txt"), None);
         let temp = format!("{TEMP_PREFIX}{h:032x}-1-1");
         assert_eq!(parse_name(dir.to_str().unwrap(), &temp), None);
+    }
+
+    #[test]
+    fn reading_the_file_in_chunks_checks_the_same_bytes() {
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i * 31 >> 7) as u8).collect();
+        let header = Header::of(b"key".to_vec(), &bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry");
+        std::fs::write(&path, &bytes).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+        assert_eq!(header.check_file(&open()), Ok(()));
+        let mut flipped = bytes.clone();
+        flipped[600_000] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(header.check_file(&open()).is_err());
+        std::fs::write(&path, &bytes[..300_000]).unwrap();
+        assert!(header.check_file(&open()).is_err());
     }
 
     #[test]
