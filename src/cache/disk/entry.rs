@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn reading_the_file_in_chunks_checks_the_same_bytes() {
-        let bytes: Vec<u8> = (0..700_000u32).map(|i| (i * 31 >> 7) as u8).collect();
+        let bytes: Vec<u8> = (0..700_000u32).map(|i| ((i * 31) >> 7) as u8).collect();
         let header = Header::of(b"key".to_vec(), &bytes);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("entry");
