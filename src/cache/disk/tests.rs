@@ -189,3 +189,27 @@ fn a_relative_directory_holds_entries() {
     disk.put(&key(1), &bytes(1000, 1)).unwrap();
     assert_eq!(disk.get(&key(1)).unwrap().len(), 1000);
 }
+
+#[test]
+fn a_mounts_cache_serves_at_once_and_counts_the_directory_when_its_scan_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let disk = open(dir.path(), 1 << 30);
+        for n in 0..50 {
+            disk.put(&key(n), &bytes(5000, n as u8)).unwrap();
+        }
+    }
+    let disk = DiskCache::open_or_log(dir.path(), 1 << 30, "settings".into()).unwrap();
+    assert_eq!(disk.get(&key(7)).unwrap().bytes(), &bytes(5000, 7)[..]);
+    let started = Instant::now();
+    while disk.len() < 50 {
+        assert!(started.elapsed().as_secs() < 10, "the scan did not end");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(disk.len(), 50);
+    assert_eq!(disk.bytes(), 50 * index::cost(5000));
+    // A directory that cannot hold entries: no cache, the mount runs without.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    assert!(DiskCache::open_or_log(&file, 1 << 30, "settings".into()).is_none());
+}
