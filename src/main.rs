@@ -148,6 +148,7 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
     );
     let mut unmounter = mounted.unmounter;
     let mountpoint = args.mountpoint.clone();
+    let fs = mounted.fs.clone();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::thread::Builder::new()
@@ -156,9 +157,11 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
             if let Some(signal) = signals.forever().next() {
                 info!("signal {signal}: unmounting {}", mountpoint.display());
                 if let Err(err) = unmounter.unmount() {
-                    // Busy (files open): detach now, and end once readers are told.
+                    // Busy (files open): detach now, let the conversions running finish and
+                    // be written to disk, and end once readers are told.
                     warn!("unmount: {err}; detaching the mount");
                     detach(&mountpoint);
+                    fs.converter().wait_idle(Duration::from_secs(60));
                     std::thread::sleep(Duration::from_secs(2));
                     std::process::exit(0);
                 }

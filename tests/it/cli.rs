@@ -251,3 +251,68 @@ fn requests_imgfs_does_not_serve_answer_quietly() {
         "{log}"
     );
 }
+
+/// SIGTERM while a file is open (a busy unmount, so the mount is detached) and a conversion
+/// runs: the conversion still finishes and is written, and the next mount serves it from
+/// disk without converting.
+#[test]
+fn a_busy_unmount_keeps_the_conversion_running_on_disk() {
+    use imgfs::options::{DiskCacheOptions, MountOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (source, mnt, cache) = (
+        dir.path().join("src"),
+        dir.path().join("mnt"),
+        dir.path().join("cache"),
+    );
+    fs::create_dir_all(&source).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    make_jpeg(&source.join("p.jpg"), 4000, 3000);
+    let mut child = Command::new(bin())
+        .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
+        .args(["--disk-cache", cache.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = fs::File::open(mnt.join("p.jpg")).unwrap();
+    let variant = mnt.join("p.jpg@format,heic");
+    let reader = std::thread::spawn(move || fs::read(variant).map(|b| b.len()));
+    // Until the conversion has started (counted as it starts).
+    while !fs::read_to_string(mnt.join(".imgfs/metrics"))
+        .unwrap()
+        .contains("imgfs_conversions_total 1")
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "no conversion");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, libc::SIGTERM);
+    assert!(child.wait().unwrap().success());
+    drop(held);
+    let read = reader.join().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("detaching"), "not a busy unmount: {log}");
+    assert!(!is_mounted(&mnt), "{log}");
+
+    let options = MountOptions {
+        disk_cache: Some(DiskCacheOptions {
+            dir: cache.clone(),
+            bytes: 1 << 30,
+        }),
+        ..MountOptions::default()
+    };
+    let m = crate::common::Mount::over(&source, options);
+    let bytes = fs::read(m.path("p.jpg@format,heic")).unwrap();
+    assert_eq!(m.conversions(), 0, "the conversion was lost: {log}");
+    if let Ok(len) = read {
+        assert_eq!(len, bytes.len());
+    }
+    assert_eq!(
+        inspect(&m.path("p.jpg@format,heic")),
+        ("heic".to_string(), 4000, 3000)
+    );
+}
