@@ -99,8 +99,9 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
             &mut encoder.0,
         )
     })?;
+    let quality = super::heif::encoder_quality(request);
     // SAFETY: the call above succeeded, so `encoder` holds a live encoder.
-    check(unsafe { lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(request.quality)) })?;
+    check(unsafe { lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(quality)) })?;
     let preset = CString::new(request.heic_preset).map_err(|e| encode_error(Format::Heic, e))?;
     // SAFETY: a live encoder and two NUL-terminated strings that outlive the call (libheif
     // copies the value).
