@@ -33,6 +33,10 @@ use super::Settings;
 use crate::error::{Error, Result};
 use crate::spec::{Format, Spec};
 
+/// Changes whenever the search or its scorer changes which output it finds; keys of the disk
+/// cache made with a target include it, so they never serve an older search's bytes.
+/// 2: fast-ssim2, images up to 8 MiP scored at their own size (1: ssimulacra2 0.5, 1 MiP).
+pub const REVISION: u32 = 2;
 /// Trial encodes per image, at most.
 pub const MAX_TRIALS: usize = 6;
 /// Largest image scored at its own size (8 MiP, 4K UHD fits); larger ones are scored

@@ -176,5 +176,9 @@ fn the_target_keys_the_disk_cache_and_its_absence_keeps_old_keys() {
         ..Settings::default()
     };
     assert_ne!(plain.fingerprint(), searched.fingerprint());
+    // A change of the scorer or its bound (REVISION) changes the keys of searched outputs.
+    assert!(searched
+        .fingerprint()
+        .ends_with(&format!("target ssimulacra2 80 search {REVISION}")));
     assert!(!plain.fingerprint().contains("target"));
 }
