@@ -20,9 +20,10 @@
 //! [`SCORE_MAX_PIXELS`] (8 MiP: 4K UHD, 3840×2160, and smaller) are scored at their own size,
 //! so the output's score is exactly the one searched. Larger ones are scored with both sides
 //! resampled alike to that many pixels, which bounds the scorer's memory
-//! ([`SCORE_BYTES_PER_PIXEL`], about 0.9 GiB at the bound) and time (about 1 s of CPU a trial
+//! ([`SCORE_BYTES_PER_PIXEL`], about 0.9 GB at the bound) and time (about 1 s of CPU a trial
 //! at the bound; README, "Target quality"); that sees less of the finest detail, so at full
-//! size the output may score below SCORE. Animations and lossless formats never search.
+//! size the output may score below SCORE (1.4 to 11 below on 9–20 MP photos, docs/benchmarks.md).
+//! Animations and lossless formats never search.
 
 use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
 use image::{DynamicImage, RgbImage};
