@@ -93,9 +93,9 @@ impl Settings {
     pub fn fingerprint(&self) -> String {
         let q = &self.qualities;
         // Only a set target adds to the text, so keys made without one stay valid.
-        let target = self
-            .target_quality
-            .map_or(String::new(), |t| format!("; target ssimulacra2 {t}"));
+        let target = self.target_quality.map_or(String::new(), |t| {
+            format!("; target ssimulacra2 {t} search {}", target::REVISION)
+        });
         format!(
             "imgfs {} codecs {}; quality jpeg {} webp {} heic {} avif {}; x265 {}; metadata {}{target}",
             env!("CARGO_PKG_VERSION"),

@@ -15,14 +15,18 @@
 //!    passed, the highest quality's output (a debug line says so).
 //!
 //! Each trial is encoded, decoded by imgfs's own decoder and scored against the image handed
-//! to the encoder (flattened on white where it has alpha). Images over [`SCORE_MAX_PIXELS`]
-//! are scored with both sides resampled alike to that many pixels (the memory and time of
-//! SSIMULACRA2 grow with pixels; README, "Target quality"), which sees less of the finest
-//! detail: at full size the output may score below SCORE. Animations and lossless formats
-//! never search.
+//! to the encoder (flattened on white where it has alpha) by fast-ssim2 (SSIMULACRA2 with SIMD
+//! kernels; the reference's half of the metric is computed once per image). Images up to
+//! [`SCORE_MAX_PIXELS`] (8 MiP: 4K UHD, 3840×2160, and smaller) are scored at their own size,
+//! so the output's score is exactly the one searched. Larger ones are scored with both sides
+//! resampled alike to that many pixels, which bounds the scorer's memory
+//! ([`SCORE_BYTES_PER_PIXEL`], about 0.9 GB at the bound) and time (about 1 s of CPU a trial
+//! at the bound; README, "Target quality"); that sees less of the finest detail, so at full
+//! size the output may score below SCORE (1.4 to 11 below on 9–20 MP photos, docs/benchmarks.md).
+//! Animations and lossless formats never search.
 
-use image::DynamicImage;
-use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
+use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
+use image::{DynamicImage, RgbImage};
 
 use super::codec::{self, DecodeRequest, EncodeRequest};
 use super::resize;
@@ -30,14 +34,24 @@ use super::Settings;
 use crate::error::{Error, Result};
 use crate::spec::{Format, Spec};
 
+/// Changes whenever the search or its scorer changes which output it finds; keys of the disk
+/// cache made with a target include it, so they never serve an older search's bytes.
+/// 2: fast-ssim2, images up to 8 MiP scored at their own size (1: ssimulacra2 0.5, 1 MiP).
+pub const REVISION: u32 = 2;
 /// Trial encodes per image, at most.
 pub const MAX_TRIALS: usize = 6;
-/// Largest image scored at its own size; larger ones are scored resampled to this.
-pub const SCORE_MAX_PIXELS: u64 = 1 << 20;
-/// SSIMULACRA2's working set per scored pixel (ssimulacra2 0.5: its linear-RGB copies,
-/// the XYB planes of both images, the products and five blurred planes of a scale), with
-/// the two f32 RGB inputs made here: 145 bytes measured on a 20 MP pair, rounded up.
-const SCORE_BYTES_PER_PIXEL: u64 = 160;
+/// Largest image scored at its own size (8 MiP, 4K UHD fits); larger ones are scored
+/// resampled to this.
+pub const SCORE_MAX_PIXELS: u64 = 8 << 20;
+/// The scorer's peak per scored pixel while it compares a trial: fast-ssim2's reference
+/// pyramid (below) and the comparison's own planes (the trial's linear RGB and XYB, its
+/// blurs and the products). Measured as peak RSS over the two 8-bit inputs: 107.2 bytes on
+/// a 1 MP pair, 106.2 on 8 MP, 106.0 on 20 MP (docs/benchmarks.md, "Target quality"),
+/// rounded up.
+const SCORE_BYTES_PER_PIXEL: u64 = 112;
+/// The part of it held for the whole search, through every encode: the reference pyramid
+/// (XYB, means and variances of every scale), 51.6, 51.1 and 51.0 bytes measured alike.
+const SCORE_REFERENCE_BYTES_PER_PIXEL: u64 = 56;
 /// A trial's decode (libheif's planes and RGBA, the largest of the codecs') and its
 /// flattened copy, per output pixel.
 const TRIAL_DECODE_BYTES_PER_PIXEL: u64 = 14;
@@ -53,14 +67,16 @@ pub fn target_for(spec: &Spec, format: Format, settings: &Settings) -> Option<f6
 
 /// The most bytes a search holds at once, the image included: the image handed to the
 /// encoder (kept for every trial), the smallest passing output and the trial's (under one
-/// frame together), and the larger of a trial's encode (of a copy of the image) and its
-/// decode with the scoring.
+/// frame together), and the larger of a trial's encode (of a copy of the image) beside the
+/// scorer's reference, and its decode with the scoring (of an 8-bit copy of the trial).
 pub fn search_cost(format: Format, (width, height): (u32, u32), alpha: bool) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
     let frame = pixels * if alpha { 4 } else { 3 };
     let scored = pixels.min(SCORE_MAX_PIXELS);
-    let scoring = pixels * TRIAL_DECODE_BYTES_PER_PIXEL + scored * (SCORE_BYTES_PER_PIXEL + 6);
-    2 * frame + codec::encode_cost(format, (width, height), alpha).max(scoring)
+    let encoding = codec::encode_cost(format, (width, height), alpha)
+        + scored * SCORE_REFERENCE_BYTES_PER_PIXEL;
+    let scoring = pixels * TRIAL_DECODE_BYTES_PER_PIXEL + scored * (SCORE_BYTES_PER_PIXEL + 3);
+    2 * frame + encoding.max(scoring)
 }
 
 /// One trial: its quality, output length and score.
@@ -87,7 +103,7 @@ pub struct Found {
 pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> Result<Found> {
     let (w, h) = (image.width(), image.height());
     if w < 8 || h < 8 {
-        // SSIMULACRA2 needs 8×8: too small to score, and to matter.
+        // SSIMULACRA2's pyramid needs 8×8 (fast-ssim2 would pad): too small to matter.
         let bytes = codec::encode(image, request)?;
         return Ok(Found {
             bytes,
@@ -98,7 +114,9 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> 
         });
     }
     let size = score_size(w, h);
-    let reference = to_scored(&image, size)?;
+    // The reference's half of the metric (its XYB pyramid and blurs), computed once.
+    let reference = Ssimulacra2Reference::new(&pixels(&to_scored(&image, size)?)?)
+        .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))?;
     let found = search(request.quality, target, |q| {
         let bytes = codec::encode(
             image.clone(),
@@ -111,7 +129,8 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> 
         let decoded = codec::decode(&bytes, &header, DecodeRequest::default())?;
         let distorted = to_scored(&decoded.image, size)?;
         drop(decoded);
-        let score = compute_frame_ssimulacra2(reference.clone(), distorted)
+        let score = reference
+            .compare(&pixels(&distorted)?)
             .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))?;
         Ok((bytes, score))
     })?;
@@ -201,26 +220,27 @@ fn score_size(w: u32, h: u32) -> (u32, u32) {
     (side(w), side(h))
 }
 
-/// `image` as SSIMULACRA2 takes it: on white if it has alpha, resampled to `size`.
-fn to_scored(image: &DynamicImage, size: (u32, u32)) -> Result<Rgb> {
+/// `image` as it is scored: on white if it has alpha, resampled to `size`, 8-bit sRGB.
+fn to_scored(image: &DynamicImage, size: (u32, u32)) -> Result<RgbImage> {
     let rgb = if image.color().has_alpha() {
         codec::flatten_on_white(image)
     } else {
         DynamicImage::ImageRgb8(image.to_rgb8())
     };
-    let rgb = resize::resample(rgb, size.0, size.1)?.into_rgb8();
-    let data = rgb
-        .pixels()
-        .map(|p| p.0.map(|c| f32::from(c) / 255.0))
-        .collect();
-    Rgb::new(
-        data,
-        size.0 as usize,
-        size.1 as usize,
-        TransferCharacteristic::SRGB,
-        ColorPrimaries::BT709,
+    Ok(resize::resample(rgb, size.0, size.1)?.into_rgb8())
+}
+
+/// `image`'s bytes as the scorer reads them (sRGB, BT.709 primaries, no copy).
+fn pixels(image: &RgbImage) -> Result<PixelSlice<'_>> {
+    let stride = image.width() as usize * 3;
+    PixelSlice::new(
+        image.as_raw(),
+        image.width(),
+        image.height(),
+        stride,
+        PixelDescriptor::RGB8_SRGB,
     )
-    .map_err(|e| Error::Encode(format!("ssimulacra2 input: {e:?}")))
+    .map_err(|e| Error::Encode(format!("ssimulacra2 input: {e}")))
 }
 
 #[cfg(test)]

@@ -5,28 +5,27 @@
 use std::path::Path;
 use std::process::Command;
 
+use fast_ssim2::{compute_ssimulacra2, PixelDescriptor, PixelSlice};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
-use ssimulacra2::{compute_frame_ssimulacra2, ColorPrimaries, Rgb, TransferCharacteristic};
 
 use crate::common::{bin, make_jpeg, run, Mount};
 
 const TARGET: u8 = 70;
 
-fn rgb(png: &Path) -> Rgb {
-    let image = image::open(png).unwrap().to_rgb8();
-    let data = image
-        .pixels()
-        .map(|p| p.0.map(|c| f32::from(c) / 255.0))
-        .collect();
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    Rgb::new(
-        data,
+fn rgb(png: &Path) -> image::RgbImage {
+    image::open(png).unwrap().to_rgb8()
+}
+
+fn pixels(image: &image::RgbImage) -> PixelSlice<'_> {
+    let (w, h) = image.dimensions();
+    PixelSlice::new(
+        image.as_raw(),
         w,
         h,
-        TransferCharacteristic::SRGB,
-        ColorPrimaries::BT709,
+        w as usize * 3,
+        PixelDescriptor::RGB8_SRGB,
     )
     .unwrap()
 }
@@ -39,7 +38,8 @@ fn score(variant: &Path, reference: &Path, dir: &Path) -> f64 {
         Some("webp") => run("dwebp", &[v, "-o", p]),
         _ => run("heif-convert", &[v, p]),
     };
-    compute_frame_ssimulacra2(rgb(reference), rgb(&png)).unwrap()
+    let (reference, decoded) = (rgb(reference), rgb(&png));
+    compute_ssimulacra2(&pixels(&reference), &pixels(&decoded)).unwrap()
 }
 
 /// The pixels imgfs hands the encoder for `spec` on `input`, as a lossless PNG.
