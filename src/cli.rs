@@ -194,10 +194,10 @@ pub struct ProcessingArgs {
     /// WebP quality when the request has none.
     #[arg(long, default_value_t = Qualities::default().webp, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub webp_quality: u8,
-    /// HEIC quality when the request has none.
+    /// HEIC quality when the request has none, on libheif's scale (heif-enc -q N; README).
     #[arg(long, default_value_t = Qualities::default().heic, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub heic_quality: u8,
-    /// AVIF quality when the request has none.
+    /// AVIF quality when the request has none, on libheif's scale (heif-enc -A -q N; README).
     #[arg(long, default_value_t = Qualities::default().avif, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub avif_quality: u8,
     /// x265 preset of HEIC encodes: faster presets trade bytes for time; imgfs adds rdoq-level 2, sign hiding and psy-rd 0 on top (docs/benchmarks.md).
