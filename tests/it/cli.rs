@@ -126,7 +126,7 @@ fn help_names_every_default() {
         "--jobs",
         "allow_other",
         "[default: 85]",
-        "[default: 50]",
+        "[default: 44]",
         "[default: 4GiB]",
         "/var/cache/imgfs",
         "--no-disk-cache",
