@@ -139,9 +139,13 @@ fn help_names_every_default() {
 }
 
 fn mount_binary(source: &Path, mnt: &Path) -> std::process::Child {
+    mount_binary_with(source, mnt, &["--no-disk-cache"])
+}
+
+fn mount_binary_with(source: &Path, mnt: &Path, args: &[&str]) -> std::process::Child {
     let child = Command::new(bin())
         .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
-        .arg("--no-disk-cache")
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -267,17 +271,8 @@ fn a_busy_unmount_keeps_the_conversion_running_on_disk() {
     fs::create_dir_all(&source).unwrap();
     fs::create_dir_all(&mnt).unwrap();
     make_jpeg(&source.join("p.jpg"), 4000, 3000);
-    let mut child = Command::new(bin())
-        .args(["mount", source.to_str().unwrap(), mnt.to_str().unwrap()])
-        .args(["--disk-cache", cache.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = mount_binary_with(&source, &mnt, &["--disk-cache", cache.to_str().unwrap()]);
     let start = Instant::now();
-    while !is_mounted(&mnt) {
-        assert!(start.elapsed() < Duration::from_secs(10), "no mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let held = fs::File::open(mnt.join("p.jpg")).unwrap();
     let variant = mnt.join("p.jpg@format,heic");
     let reader = std::thread::spawn(move || fs::read(variant).map(|b| b.len()));
