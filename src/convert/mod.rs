@@ -43,30 +43,13 @@ impl Inputs {
     /// The inputs of `spec` applied to `source`: the watermark images it names, found
     /// inside `root` as `caller` would reach them, regular files only.
     pub fn find(root: &Root, source: Found, spec: &Spec, caller: &Caller) -> Result<Inputs> {
-        let marks = spec
-            .mark_paths()
-            .into_iter()
-            .map(|path| {
-                let found = root
-                    .resolve(Path::new(path), Links::All, caller)
-                    .map_err(|e| e.context("watermark image"))?;
-                if !found.meta.is_file() {
-                    return Err(Error::NotFound(format!(
-                        "watermark image {path}: not a regular file"
-                    )));
-                }
-                Ok((path.to_string(), found))
-            })
-            .collect::<Result<_>>()?;
+        let marks = find_marks(root, spec, caller)?;
         Ok(Inputs { source, marks })
     }
 
     /// The version these inputs had when found.
     pub fn version(&self) -> Version {
-        Version {
-            source: self.source.meta.identity(),
-            marks: self.marks.iter().map(|(_, m)| m.meta.identity()).collect(),
-        }
+        version_of(&self.source, &self.marks)
     }
 
     /// Reads every input: the source's bytes, the marks', and the version they are.
@@ -82,16 +65,48 @@ impl Inputs {
 
     /// Reads the watermark images alone, with the identities they had when read.
     pub fn read_marks(&self, limits: &Limits) -> Result<(Marks, Vec<Identity>)> {
-        let mut marks = Marks::default();
-        let mut identities = Vec::with_capacity(self.marks.len());
-        for (path, found) in &self.marks {
-            let path_name = Path::new(path);
-            let (bytes, identity) = read_file(&found.open(path_name)?, path_name, limits)?;
-            marks.insert(path.clone(), bytes);
-            identities.push(identity);
-        }
-        Ok((marks, identities))
+        read_marks(&self.marks, limits)
     }
+}
+
+/// The watermark images `spec` names, found inside `root` as `caller` would reach them,
+/// regular files only, by the path the spec gives, in [`Spec::mark_paths`] order.
+pub fn find_marks(root: &Root, spec: &Spec, caller: &Caller) -> Result<Vec<(String, Found)>> {
+    spec.mark_paths()
+        .into_iter()
+        .map(|path| {
+            let found = root
+                .resolve(Path::new(path), Links::All, caller)
+                .map_err(|e| e.context("watermark image"))?;
+            if !found.meta.is_file() {
+                return Err(Error::NotFound(format!(
+                    "watermark image {path}: not a regular file"
+                )));
+            }
+            Ok((path.to_string(), found))
+        })
+        .collect()
+}
+
+/// The version of a source and its watermark images as found.
+pub fn version_of(source: &Found, marks: &[(String, Found)]) -> Version {
+    Version {
+        source: source.meta.identity(),
+        marks: marks.iter().map(|(_, m)| m.meta.identity()).collect(),
+    }
+}
+
+/// Reads found watermark images, with the identities they had when read.
+pub fn read_marks(marks: &[(String, Found)], limits: &Limits) -> Result<(Marks, Vec<Identity>)> {
+    let mut read = Marks::default();
+    let mut identities = Vec::with_capacity(marks.len());
+    for (path, found) in marks {
+        let path_name = Path::new(path);
+        let (bytes, identity) = read_file(&found.open(path_name)?, path_name, limits)?;
+        read.insert(path.clone(), bytes);
+        identities.push(identity);
+    }
+    Ok((read, identities))
 }
 
 /// Runs conversions for a mount: the cache in front, the worker threads behind, the

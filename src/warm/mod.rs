@@ -20,8 +20,8 @@ use rustix::fs::{Dir, FileType};
 use crate::cache::disk::DiskCache;
 use crate::cache::{Key, Version};
 use crate::cli::WarmArgs;
-use crate::convert::Inputs;
-use crate::error::{Error, Result};
+use crate::convert::{find_marks, read_marks, version_of};
+use crate::error::Error;
 use crate::options::CONVERT_MEMORY_PER_JOB;
 use crate::pipeline::batch::Job;
 use crate::pipeline::memory::MemoryGate;
@@ -116,23 +116,40 @@ impl Run {
     /// for all of them where their decodes agree (`pipeline::batch`). `stop` is checked
     /// between conversions.
     fn warm(&self, image: &Path, stop: &AtomicBool, record: impl Fn(&Recipe, Outcome)) {
+        let fail_all = |err: &Error| {
+            for recipe in &self.recipes {
+                record(recipe, Outcome::Failed(err.to_string()));
+            }
+        };
+        let found = match self.root.entry(image) {
+            Ok(found) => found,
+            Err(err) => return fail_all(&err),
+        };
         let mut pending = Vec::new();
         for recipe in &self.recipes {
-            match self.inputs(image, recipe) {
-                Ok(Some(found)) => pending.push((recipe, found)),
-                Ok(None) => record(recipe, Outcome::Skipped),
+            match find_marks(&self.root, &recipe.spec, &Caller::root()) {
+                Ok(marks) => {
+                    let key = Key {
+                        version: version_of(&found, &marks),
+                        spec: recipe.canonical.clone(),
+                    };
+                    if self.disk.contains(&key) {
+                        record(recipe, Outcome::Skipped);
+                    } else {
+                        pending.push((recipe, marks));
+                    }
+                }
                 Err(err) => record(recipe, Outcome::Failed(err.to_string())),
             }
         }
-        let Some((_, first)) = pending.first() else {
+        if pending.is_empty() {
             return;
-        };
+        }
         let limits = &self.settings.limits;
-        let source = first
-            .source
+        let read = found
             .open(image)
             .and_then(|file| read_file(&file, image, limits));
-        let (source, identity) = match source {
+        let (source, identity) = match read {
             Ok(read) => read,
             Err(err) => {
                 for (recipe, _) in &pending {
@@ -142,8 +159,8 @@ impl Run {
             }
         };
         let mut readable = Vec::with_capacity(pending.len());
-        for (recipe, inputs) in pending {
-            match inputs.read_marks(limits) {
+        for (recipe, marks) in pending {
+            match read_marks(&marks, limits) {
                 Ok((marks, identities)) => readable.push((recipe, marks, identities)),
                 Err(err) => record(recipe, Outcome::Failed(err.to_string())),
             }
@@ -188,18 +205,6 @@ impl Run {
                 }
             },
         );
-        crate::convert::return_freed_memory();
-    }
-
-    /// The inputs of `image` with `recipe`, unless its entry is cached already.
-    fn inputs(&self, image: &Path, recipe: &Recipe) -> Result<Option<Inputs>> {
-        let found = self.root.entry(image)?;
-        let inputs = Inputs::find(&self.root, found, &recipe.spec, &Caller::root())?;
-        let key = Key {
-            version: inputs.version(),
-            spec: recipe.canonical.clone(),
-        };
-        Ok((!self.disk.contains(&key)).then_some(inputs))
     }
 }
 
