@@ -2,6 +2,7 @@
 
 mod heif;
 mod heif_grid;
+mod heif_replay;
 mod jpeg;
 mod raster;
 mod webp;
@@ -136,13 +137,19 @@ pub fn encode_cost(format: Format, (width, height): (u32, u32), alpha: bool) -> 
     let pixels = u64::from(width) * u64::from(height);
     let frame = pixels * if alpha { 4 } else { 3 };
     let tile = u64::from(heif_grid::TILE);
+    let grid = format == Format::Heic && !alpha && pixels > 2 * tile * tile;
+    if grid {
+        // The frame, one tile's x265 state, and that of each further tile encoded at once.
+        let tiles = width.div_ceil(heif_grid::TILE) * height.div_ceil(heif_grid::TILE);
+        let more = heif_grid::tile_workers(tiles) as u64 - 1;
+        return frame * 15 / 10 + more * heif_grid::TILE_RUN_BYTES;
+    }
     let tenths = match format {
         // libjpeg-turbo's YCbCr planes, then a frame of DCT coefficients (optimised tables).
         Format::Jpeg => 16,
         // libwebp's YUV picture and its method-6 state.
         Format::Webp => 15,
-        // A grid of tiles holds one tile of x265 state at a time; one image holds a frame's.
-        Format::Heic if !alpha && pixels > 2 * tile * tile => 15,
+        // One image: x265 holds a frame's state.
         Format::Heic => 60,
         // libaom holds several frames of state.
         Format::Avif => 80,
