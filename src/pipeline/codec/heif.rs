@@ -14,7 +14,11 @@ use crate::error::Result;
 use crate::spec::Format;
 
 /// One library instance for the process: libheif's init/deinit is global and not free.
-static LIBHEIF: LazyLock<LibHeif> = LazyLock::new(LibHeif::new);
+static LIBHEIF: LazyLock<LibHeif> = LazyLock::new(|| {
+    let libheif = LibHeif::new();
+    super::heif_replay::register();
+    libheif
+});
 
 /// The x265 presets, fastest first.
 pub const X265_PRESETS: [&str; 10] = [

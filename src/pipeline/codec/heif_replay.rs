@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
-use std::sync::Once;
 
 use libheif_sys as lh;
 
@@ -147,7 +146,7 @@ pub(super) fn replaying<R>(
 ) -> Result<R> {
     use super::heif_grid::{check, Owned};
     let fail = |what: &str| encode_error(Format::Heic, format!("replay: {what}"));
-    register();
+    super::heif::init(); // registers the replay encoder
     let mut descriptor = ptr::null();
     // SAFETY: the id is a NUL-terminated string; libheif writes at most one descriptor
     // (a static of its registry) to the out-pointer.
@@ -267,19 +266,18 @@ static PLUGIN: EncoderPlugin = EncoderPlugin {
     does_indicate_keyframes: 0,
 };
 
-/// Adds the replay encoder to libheif's registry, once per process.
-fn register() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        super::heif::init();
-        // SAFETY: PLUGIN is a 'static struct laid out as libheif's heif_encoder_plugin (see
-        // EncoderPlugin) declaring version 3, whose fields libheif reads; libheif keeps the
-        // pointer, which stays valid for the life of the process.
-        let err = unsafe {
-            lh::heif_register_encoder_plugin((&raw const PLUGIN).cast::<lh::heif_encoder_plugin>())
-        };
-        debug_assert_eq!(err.code, lh::heif_error_code_heif_error_Ok);
-    });
+/// Adds the replay encoder to libheif's registry. Called once, by the initialiser of
+/// `heif::LIBHEIF`, which every use of a libheif encoder forces first: libheif's registry
+/// is a plain set, so adding to it while another thread looks an encoder up would race.
+pub(super) fn register() {
+    // SAFETY: PLUGIN is a 'static struct laid out as libheif's heif_encoder_plugin (see
+    // EncoderPlugin) declaring version 3, whose fields libheif reads; libheif keeps the
+    // pointer, which stays valid for the life of the process. No other thread uses libheif's
+    // encoders yet (see above).
+    let err = unsafe {
+        lh::heif_register_encoder_plugin((&raw const PLUGIN).cast::<lh::heif_encoder_plugin>())
+    };
+    debug_assert_eq!(err.code, lh::heif_error_code_heif_error_Ok);
 }
 
 const fn ok() -> lh::heif_error {
