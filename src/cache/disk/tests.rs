@@ -151,30 +151,6 @@ fn two_caches_on_one_directory_see_each_others_entries_and_vanished_ones() {
     );
 }
 
-/// The start time the docs quote (docs/ARCHITECTURE.md): run with
-/// `cargo test --release --lib scan_of_100000_entries -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn scan_of_100000_entries() {
-    let dir = tempfile::tempdir_in(std::env::var("SCAN_DIR").unwrap_or(".".into())).unwrap();
-    let disk = open(dir.path(), u64::MAX);
-    for n in 0..100_000 {
-        disk.put(&key(n), &bytes(64, n as u8)).unwrap();
-    }
-    drop(disk);
-    // Cold: drop the kernel's dentry and inode caches first, if allowed.
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "2");
-    for state in ["cold", "warm"] {
-        let started = std::time::Instant::now();
-        let disk = open(dir.path(), u64::MAX);
-        println!(
-            "scan of {} entries ({state}): {:?}",
-            disk.len(),
-            started.elapsed()
-        );
-    }
-}
-
 /// A relative cache directory (`imgfs warm SRC SPEC --disk-cache cache`) stored nothing:
 /// each entry's temporary file was made at the directory joined to itself.
 #[test]
