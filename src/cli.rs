@@ -216,9 +216,9 @@ pub struct ProcessingArgs {
     /// Encodes without a `quality` (JPEG, WebP, HEIC, AVIF stills) search per image for the
     /// smallest output whose SSIMULACRA2 reaches SCORE (70 high, 80 very high, 90 near
     /// lossless): up to 6 trial encodes from the format's default quality, so conversions
-    /// take several times longer and hold more memory (the scorer about 110 bytes per pixel
-    /// scored). Images up to 8 MiP (4K UHD) are scored at their own size; larger ones at
-    /// 8 MiP, where their full-size score may end below SCORE (README, "Target quality").
+    /// take several times longer and hold more memory: images up to 8 MiP (4K UHD) are
+    /// scored whole (about 110 bytes per pixel), larger ones in strips of 1,024 rows (about
+    /// 31 bytes per pixel; strips read up to about 2 points high; README, "Target quality").
     #[arg(long, value_name = "SCORE", value_parser = clap::value_parser!(u8).range(30..=100), help_heading = "Qualities")]
     pub target_quality: Option<u8>,
     /// A named chain for `style,NAME`, as NAME=CHAIN (repeatable).

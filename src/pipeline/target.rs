@@ -16,33 +16,48 @@
 //!
 //! Each trial is encoded, decoded by imgfs's own decoder and scored against the image handed
 //! to the encoder (flattened on white where it has alpha) by fast-ssim2 (SSIMULACRA2 with SIMD
-//! kernels; the reference's half of the metric is computed once per image). Images up to
-//! [`SCORE_MAX_PIXELS`] (8 MiP: 4K UHD, 3840×2160, and smaller) are scored at their own size,
-//! so the output's score is exactly the one searched. Larger ones are scored with both sides
-//! resampled alike to that many pixels, which bounds the scorer's memory
-//! ([`SCORE_BYTES_PER_PIXEL`], about 0.9 GB at the bound) and time (about 1 s of CPU a trial
-//! at the bound; README, "Target quality"); that sees less of the finest detail, so at full
-//! size the output may score below SCORE (1.4 to 11 below on 9–20 MP photos, docs/benchmarks.md).
-//! Animations and lossless formats never search.
+//! kernels). Images up to [`SCORE_MAX_PIXELS`] (8 MiP: 4K UHD, 3840×2160, and smaller) are
+//! scored whole, with the reference's half of the metric computed once per image, so the
+//! output's score is exactly the one searched ([`SCORE_BYTES_PER_PIXEL`], about 0.9 GB at the
+//! bound). Larger ones are scored at their own size too, but in strips of
+//! [`SCORE_STRIP_ROWS`] rows (fast-ssim2's strip evaluation: the blurs warm up on halo rows,
+//! the pooled error sums are merged), which bounds the working set to the inputs' planes and
+//! one strip's (about 0.7 GB for 20 MP) at about 4 s of CPU a trial for 20 MP. Strips read a
+//! little high against the whole image's score (0.0–2.0 points on 17–20 MP photos,
+//! docs/benchmarks.md "Target quality"), so such outputs may land that far below SCORE; the
+//! resampled scoring this replaced landed 1.4 to 11 below. Animations and lossless formats
+//! never search.
 
-use fast_ssim2::{PixelDescriptor, PixelSlice, Ssimulacra2Reference};
+use fast_ssim2::{
+    compute_ssimulacra2_with_config, PixelDescriptor, PixelSlice, Ssimulacra2Config,
+    Ssimulacra2Reference, StripConfig,
+};
 use image::{DynamicImage, RgbImage};
 
 use super::codec::{self, DecodeRequest, EncodeRequest};
-use super::resize;
 use super::Settings;
 use crate::error::{Error, Result};
 use crate::spec::{Format, Spec};
 
 /// Changes whenever the search or its scorer changes which output it finds; keys of the disk
 /// cache made with a target include it, so they never serve an older search's bytes.
-/// 2: fast-ssim2, images up to 8 MiP scored at their own size (1: ssimulacra2 0.5, 1 MiP).
-pub const REVISION: u32 = 2;
+/// 3: images over 8 MiP scored in strips at their own size (2: resampled to 8 MiP;
+/// 1: ssimulacra2 0.5, 1 MiP).
+pub const REVISION: u32 = 3;
 /// Trial encodes per image, at most.
 pub const MAX_TRIALS: usize = 6;
-/// Largest image scored at its own size (8 MiP, 4K UHD fits); larger ones are scored
-/// resampled to this.
+/// Largest image scored whole (8 MiP, 4K UHD fits); larger ones are scored in strips.
 pub const SCORE_MAX_PIXELS: u64 = 8 << 20;
+/// Interior rows of a strip (fast-ssim2's default halo of 96 rows above and below). Measured
+/// on a 20 MP photo at Q60 against the whole image's 84.8: 256-row strips read 86.8 in 4.9–6.2 s
+/// and 0.54 GB, 1024-row strips 86.2 in 4.3 s and 0.84 GB, 2048 rows 85.7 in 4.9 s and 1.2 GB.
+pub const SCORE_STRIP_ROWS: usize = 1024;
+/// A strip-wise comparison's peak, per pixel (both inputs' converted planes) and per column
+/// (one strip's buffers with its halo): upper bounds of peak RSS over the two 8-bit inputs,
+/// measured on 3000×3391, 6028×1700, 4096×4096 and 6028×3391 pairs (0.40, 0.55, 0.50 and
+/// 0.69 GB; the bound gives 0.43, 0.58, 0.67, 0.87).
+const STRIP_BYTES_PER_PIXEL: u64 = 28;
+const STRIP_BYTES_PER_COLUMN: u64 = 48 << 10;
 /// The scorer's peak per scored pixel while it compares a trial: fast-ssim2's reference
 /// pyramid (below) and the comparison's own planes (the trial's linear RGB and XYB, its
 /// blurs and the products). Measured as peak RSS over the two 8-bit inputs: 107.2 bytes on
@@ -69,13 +84,20 @@ pub fn target_for(spec: &Spec, format: Format, settings: &Settings) -> Option<f6
 /// encoder (kept for every trial), the smallest passing output and the trial's (under one
 /// frame together), and the larger of a trial's encode (of a copy of the image) beside the
 /// scorer's reference, and its decode with the scoring (of an 8-bit copy of the trial).
+///
+/// Scored whole, the scorer's reference is held through the encodes; scored in strips, the
+/// image's 8-bit copy is, and each comparison converts both sides anew.
 pub fn search_cost(format: Format, (width, height): (u32, u32), alpha: bool) -> u64 {
     let pixels = u64::from(width) * u64::from(height);
     let frame = pixels * if alpha { 4 } else { 3 };
-    let scored = pixels.min(SCORE_MAX_PIXELS);
-    let encoding = codec::encode_cost(format, (width, height), alpha)
-        + scored * SCORE_REFERENCE_BYTES_PER_PIXEL;
-    let scoring = pixels * TRIAL_DECODE_BYTES_PER_PIXEL + scored * (SCORE_BYTES_PER_PIXEL + 3);
+    let (held, comparing) = if pixels <= SCORE_MAX_PIXELS {
+        (SCORE_REFERENCE_BYTES_PER_PIXEL, SCORE_BYTES_PER_PIXEL)
+    } else {
+        let strip = u64::from(width) * STRIP_BYTES_PER_COLUMN;
+        (3, STRIP_BYTES_PER_PIXEL + 3 + strip.div_ceil(pixels))
+    };
+    let encoding = codec::encode_cost(format, (width, height), alpha) + pixels * held;
+    let scoring = pixels * (TRIAL_DECODE_BYTES_PER_PIXEL + comparing + 3);
     2 * frame + encoding.max(scoring)
 }
 
@@ -113,10 +135,7 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> 
             reached: false,
         });
     }
-    let size = score_size(w, h);
-    // The reference's half of the metric (its XYB pyramid and blurs), computed once.
-    let reference = Ssimulacra2Reference::new(&pixels(&to_scored(&image, size)?)?)
-        .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))?;
+    let scorer = Scorer::new(&image)?;
     let found = search(request.quality, target, |q| {
         let bytes = codec::encode(
             image.clone(),
@@ -127,12 +146,9 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> 
         )?;
         let header = codec::probe(&bytes)?;
         let decoded = codec::decode(&bytes, &header, DecodeRequest::default())?;
-        let distorted = to_scored(&decoded.image, size)?;
+        let distorted = to_scored(&decoded.image);
         drop(decoded);
-        let score = reference
-            .compare(&pixels(&distorted)?)
-            .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))?;
-        Ok((bytes, score))
+        Ok((bytes, scorer.score(&distorted)?))
     })?;
     if !found.reached {
         tracing::debug!(
@@ -208,26 +224,46 @@ fn search(
     })
 }
 
-/// The size images of `w`×`h` are scored at: their own, or resampled to at most
-/// [`SCORE_MAX_PIXELS`] with the aspect ratio kept.
-fn score_size(w: u32, h: u32) -> (u32, u32) {
-    let pixels = u64::from(w) * u64::from(h);
-    if pixels <= SCORE_MAX_PIXELS {
-        return (w, h);
-    }
-    let scale = (SCORE_MAX_PIXELS as f64 / pixels as f64).sqrt();
-    let side = |v: u32| ((f64::from(v) * scale).floor() as u32).max(8);
-    (side(w), side(h))
+/// What trials are scored against: the image's reference half of the metric when it is
+/// scored whole, or its 8-bit copy when it is scored in strips (module docs).
+enum Scorer {
+    Whole(Ssimulacra2Reference),
+    Strips(RgbImage),
 }
 
-/// `image` as it is scored: on white if it has alpha, resampled to `size`, 8-bit sRGB.
-fn to_scored(image: &DynamicImage, size: (u32, u32)) -> Result<RgbImage> {
-    let rgb = if image.color().has_alpha() {
-        codec::flatten_on_white(image)
+impl Scorer {
+    fn new(image: &DynamicImage) -> Result<Scorer> {
+        let source = to_scored(image);
+        let pixels = u64::from(source.width()) * u64::from(source.height());
+        if pixels > SCORE_MAX_PIXELS {
+            return Ok(Scorer::Strips(source));
+        }
+        Ssimulacra2Reference::new(&self::pixels(&source)?)
+            .map(Scorer::Whole)
+            .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))
+    }
+
+    /// The SSIMULACRA2 score of `distorted` against the image.
+    fn score(&self, distorted: &RgbImage) -> Result<f64> {
+        match self {
+            Scorer::Whole(reference) => reference.compare(&pixels(distorted)?),
+            Scorer::Strips(source) => compute_ssimulacra2_with_config(
+                &pixels(source)?,
+                &pixels(distorted)?,
+                &Ssimulacra2Config::simd().with_strip(StripConfig::new(SCORE_STRIP_ROWS)),
+            ),
+        }
+        .map_err(|e| Error::Encode(format!("ssimulacra2: {e}")))
+    }
+}
+
+/// `image` as it is scored: on white if it has alpha, 8-bit sRGB.
+fn to_scored(image: &DynamicImage) -> RgbImage {
+    if image.color().has_alpha() {
+        codec::flatten_on_white(image).into_rgb8()
     } else {
-        DynamicImage::ImageRgb8(image.to_rgb8())
-    };
-    Ok(resize::resample(rgb, size.0, size.1)?.into_rgb8())
+        image.to_rgb8()
+    }
 }
 
 /// `image`'s bytes as the scorer reads them (sRGB, BT.709 primaries, no copy).
