@@ -12,14 +12,14 @@ chosen few again, interleaved).
     scripts/tune-sweep.py CONFIGS.json             # {"name": ["preset=ultrafast", "x265:rdoq-level=2"], ...}
     TOOL=webp REFQ=88 QS=70,78,84,88,92,95 scripts/tune-sweep.py webp.json   # {"name": ["-f 80"], ...}
 
-Needs target/release/imgfs-bench (SSIMULACRA2), the `dssim` CLI (`cargo install dssim`, or
-DSSIM=path), vips, heif-enc/heif-convert, cwebp/dwebp. Works in WORK (default
+Needs target/release/imgfs-bench (SSIMULACRA2; IMGFS_BENCH=path for another build), the `dssim`
+CLI (`cargo install dssim`, or DSSIM=path; DSSIM=score takes `imgfs-bench score`'s DSSIM), vips, heif-enc/heif-convert, cwebp/dwebp. Works in WORK (default
 bench-out/tune), caching every point in WORK/cache.json.
 """
 import json, os, subprocess, sys, resource, time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-B = os.path.join(ROOT, "target/release/imgfs-bench")
+B = os.environ.get("IMGFS_BENCH", os.path.join(ROOT, "target/release/imgfs-bench"))
 DSSIM = os.environ.get("DSSIM", "dssim")
 PHOTOS = os.environ.get("PHOTOS", os.path.join(ROOT, "bench-out/work/photos"))
 os.makedirs(os.environ.get("WORK", os.path.join(ROOT, "bench-out/tune")), exist_ok=True)
@@ -61,12 +61,15 @@ def encode(name, params, crop, q, tool):
     wall, cpu = run(args)
     r = subprocess.run([B, "score", crop, out], check=True, capture_output=True, text=True).stdout.split()
     png = out + ".png"
-    if out.endswith(".webp"):
+    if DSSIM == "score":
+        d = [r[1]]
+    elif out.endswith(".webp"):
         subprocess.run(["dwebp", "-quiet", out, "-o", png], check=True)
     else:
         subprocess.run(["heif-convert", out, png], check=True, stdout=subprocess.DEVNULL)
-    d = subprocess.run([DSSIM, crop, png], check=True, capture_output=True, text=True).stdout.split()
-    os.remove(png)
+    if DSSIM != "score":
+        d = subprocess.run([DSSIM, crop, png], check=True, capture_output=True, text=True).stdout.split()
+        os.remove(png)
     res = {"bytes": os.path.getsize(out), "wall": wall, "cpu": cpu, "s2": float(r[0]), "ds": -float(d[0])}
     cache[key] = res
     json.dump(cache, open(CACHE, "w"))

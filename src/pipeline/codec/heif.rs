@@ -49,6 +49,15 @@ pub const X265_TUNING: [(&str, &str); 4] = [
 ];
 /// libaom speed for AVIF (0 slowest .. 9 fastest).
 pub const AOM_SPEED: i32 = 7;
+/// libaom options set for every AVIF encode on top of [`AOM_SPEED`] (libheif passes `aom:NAME`
+/// to `aom_codec_set_option`), chosen by measurement (docs/benchmarks.md, "Encoder tuning"):
+/// on 1024×768 crops of the benchmark photos, quantisation matrices take speed 7 from 1.14× to
+/// 1.12× the bytes of `heif-enc -A` (speed 6) at equal SSIMULACRA2 and DSSIM at its q50, and
+/// from 1.05× to 1.00–1.01× at its q60 (about avifenc's default point), at speed 7's CPU time
+/// (within the noise). The matrices quantise high frequencies more coarsely than low ones.
+/// Every other all-intra option swept (chroma delta-q, delta-q modes, sharpness, aq-mode,
+/// restoration, tune psnr) gave no fewer bytes at speed 7.
+pub const AOM_TUNING: [(&str, &str); 1] = [("aom:enable-qm", "1")];
 
 /// `quality,Q_N` / `q_N` for HEIC → the lossy quality libheif's x265 plugin gets (x265 CRF =
 /// (100 − quality) / 2), as anchors (N, encoder quality), linear in between (rounded).
@@ -85,7 +94,9 @@ const MAPPED_PRESETS: [&str; 2] = ["ultrafast", "superfast"];
 /// imgfs runs [`AOM_SPEED`]), imgfs swept at encoder qualities 1, 10, 20, … 100
 /// (`scripts/quality-map.py avif`): imgfs scored 2–8 lower at N 10–50 and within 1.6 from 60
 /// up. N 1–90 are the measured points; (100, 100) keeps Q_100 imgfs's best (heif-enc's Q100
-/// is met at encoder 96; at 100 imgfs scores 1.6 higher at the same bytes).
+/// is met at encoder 96; at 100 imgfs scores 1.6 higher at the same bytes). Measured before
+/// [`AOM_TUNING`]; with it the mean score moved by +0.1, 0.0, −0.9, −0.9 at N 30, 50, 70, 79
+/// (the default still scores 80.0), within the calibration's tolerance, so the anchors stay.
 const AVIF_QUALITY: [(u8, u8); 11] = [
     (1, 2),
     (10, 13),
@@ -298,9 +309,16 @@ pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Resul
                     .map_err(fail)?;
             }
         }
-        _ => encoder
-            .set_parameter_value("speed", EncoderParameterValue::Int(AOM_SPEED))
-            .map_err(fail)?,
+        _ => {
+            encoder
+                .set_parameter_value("speed", EncoderParameterValue::Int(AOM_SPEED))
+                .map_err(fail)?;
+            for (name, value) in AOM_TUNING {
+                encoder
+                    .set_parameter_value(name, EncoderParameterValue::String(value.into()))
+                    .map_err(fail)?;
+            }
+        }
     }
     let mut ctx = HeifContext::new().map_err(fail)?;
     let handle = ctx

@@ -22,7 +22,8 @@ pub use webp::METHOD as WEBP_METHOD;
 /// option), so the disk cache, whose keys include it, never serves bytes of older settings.
 /// 2: x265 tuning on top of the preset, WebP filter strength 80, libaom speed 7 (issue 14).
 /// 3: HEIC and AVIF qualities mapped to heif-enc's perceived quality (`heif::encoder_quality`).
-pub const REVISION: u32 = 3;
+/// 4: libaom quantisation matrices for AVIF (`heif::AOM_TUNING`).
+pub const REVISION: u32 = 4;
 
 /// What the header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
