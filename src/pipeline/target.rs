@@ -28,6 +28,8 @@
 //! resampled scoring this replaced landed 1.4 to 11 below. Animations and lossless formats
 //! never search.
 
+use std::borrow::Cow;
+
 use fast_ssim2::{
     compute_ssimulacra2_with_config, PixelDescriptor, PixelSlice, Ssimulacra2Config,
     Ssimulacra2Reference, StripConfig,
@@ -146,9 +148,8 @@ pub fn encode(image: DynamicImage, request: &EncodeRequest<'_>, target: f64) -> 
         )?;
         let header = codec::probe(&bytes)?;
         let decoded = codec::decode(&bytes, &header, DecodeRequest::default())?;
-        let distorted = to_scored(&decoded.image);
-        drop(decoded);
-        Ok((bytes, scorer.score(&distorted)?))
+        let score = scorer.score(&to_scored(&decoded.image))?;
+        Ok((bytes, score))
     })?;
     if !found.reached {
         tracing::debug!(
@@ -225,14 +226,15 @@ fn search(
 }
 
 /// What trials are scored against: the image's reference half of the metric when it is
-/// scored whole, or its 8-bit copy when it is scored in strips (module docs).
-enum Scorer {
+/// scored whole, or its 8-bit pixels (borrowed when it is 8-bit RGB) when it is scored in
+/// strips (module docs).
+enum Scorer<'a> {
     Whole(Ssimulacra2Reference),
-    Strips(RgbImage),
+    Strips(Cow<'a, RgbImage>),
 }
 
-impl Scorer {
-    fn new(image: &DynamicImage) -> Result<Scorer> {
+impl<'a> Scorer<'a> {
+    fn new(image: &'a DynamicImage) -> Result<Scorer<'a>> {
         let source = to_scored(image);
         let pixels = u64::from(source.width()) * u64::from(source.height());
         if pixels > SCORE_MAX_PIXELS {
@@ -257,12 +259,12 @@ impl Scorer {
     }
 }
 
-/// `image` as it is scored: on white if it has alpha, 8-bit sRGB.
-fn to_scored(image: &DynamicImage) -> RgbImage {
-    if image.color().has_alpha() {
-        codec::flatten_on_white(image).into_rgb8()
-    } else {
-        image.to_rgb8()
+/// `image` as it is scored: on white if it has alpha, 8-bit sRGB; 8-bit RGB as it is.
+fn to_scored(image: &DynamicImage) -> Cow<'_, RgbImage> {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
+        _ if image.color().has_alpha() => Cow::Owned(codec::flatten_on_white(image).into_rgb8()),
+        _ => Cow::Owned(image.to_rgb8()),
     }
 }
 

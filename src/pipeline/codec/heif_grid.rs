@@ -154,7 +154,10 @@ pub const TILE_RUN_BYTES: u64 = 24 << 20;
 
 /// How many tiles of an image of `tiles` are encoded at once on this machine.
 pub fn tile_workers(tiles: u32) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // Asked once: std reads the cgroup's CPU quota from /sys on every call, and the memory
+    // estimate of every HEIC conversion asks.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
     cores.min(PARALLEL_TILES).min(tiles as usize).max(1)
 }
 

@@ -181,7 +181,8 @@ fn a_large_image_is_scored_at_its_own_size_in_strips() {
         let n = (noise >> 29) as u8;
         image::Rgb([r.saturating_add(n), g, b.saturating_sub(n)])
     });
-    let scorer = Scorer::new(&DynamicImage::ImageRgb8(large.clone())).unwrap();
+    let image = DynamicImage::ImageRgb8(large.clone());
+    let scorer = Scorer::new(&image).unwrap();
     assert!(matches!(scorer, Scorer::Strips(_)));
     let strips = scorer.score(&distorted).unwrap();
     let whole = Ssimulacra2Reference::new(&pixels(&large).unwrap())
