@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::cache::disk::DiskCache;
+use crate::cache::disk::{refuse_inside, DiskCache};
 use crate::cache::{Cache, Converted};
 use crate::convert::Converter;
 use crate::error::{Error, Result};
@@ -109,10 +109,16 @@ impl ImgFs {
             )));
         }
         let cache = Cache::new(options.cache_bytes, options.error_ttl);
-        let disk = options
-            .disk_cache
-            .as_ref()
-            .and_then(|disk| DiskCache::open_or_log(&disk.dir, disk.bytes, settings.fingerprint()));
+        let disk = options.disk_cache.as_ref().and_then(|disk| {
+            if let Err(err) = refuse_inside(&disk.dir, source) {
+                warn!(
+                    "disk cache {}: {err}; running without it",
+                    disk.dir.display()
+                );
+                return None;
+            }
+            DiskCache::open_or_log(&disk.dir, disk.bytes, settings.fingerprint())
+        });
         let gate = Arc::new(MemoryGate::new(options.convert_memory()));
         Ok(Arc::new(ImgFs {
             root,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rustix::fs::{Dir, FileType};
 
-use crate::cache::disk::DiskCache;
+use crate::cache::disk::{refuse_inside, DiskCache};
 use crate::cache::{Key, Version};
 use crate::cli::WarmArgs;
 use crate::convert::{find_marks, read_marks, version_of};
@@ -65,7 +65,8 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
         .collect::<std::result::Result<Vec<_>, String>>()?;
     let root = Root::open(&args.source).map_err(|e| format!("{}: {e}", args.source.display()))?;
     let options = args.disk.options();
-    let disk = DiskCache::open(&options.dir, options.bytes, settings.fingerprint())
+    let disk = refuse_inside(&options.dir, &args.source)
+        .and_then(|()| DiskCache::open(&options.dir, options.bytes, settings.fingerprint()))
         .map_err(|e| format!("disk cache {}: {e}", options.dir.display()))?;
     let mut images = images(&root)?;
     // Largest first: the longest conversions start early, so no job is left alone at the end.

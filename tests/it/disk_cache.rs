@@ -356,7 +356,8 @@ struct Tmpfs(tempfile::TempDir);
 impl Tmpfs {
     fn new(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
-        let size = format!("size={size}");
+        // Mode 0700: a tmpfs root is 1777 by default, which the disk tier refuses.
+        let size = format!("size={size},mode=0700");
         common::run(
             "mount",
             &[
@@ -405,4 +406,68 @@ fn a_full_disk_loses_only_the_cache() {
         .count();
     assert_eq!(temporaries, 0, "failed writes leave no temporary file");
     drop(m);
+}
+
+/// Whoever may write the cache directory decides what every reader is served, and the source
+/// tree is never written: a mount runs without such a directory, `warm` refuses it.
+#[test]
+fn a_cache_directory_others_may_write_or_in_the_source_is_never_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let open_to_all = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_to_all.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let given_away = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(given_away.path(), Some(65534), Some(65534)).unwrap();
+    let source = tempfile::tempdir().unwrap();
+    photo(source.path());
+    let inside = source.path().join(".cache/imgfs");
+    let listing = |dir: &Path| {
+        let mut names = tree(dir);
+        names.sort();
+        names
+    };
+    let before = listing(source.path());
+    for cache in [open_to_all.path(), given_away.path(), inside.as_path()] {
+        let m = Mount::over(source.path(), with_disk(cache, 1 << 30));
+        assert!(m.disk().is_none(), "{}", cache.display());
+        assert_eq!(m.read_all(SMALL), expected(source.path(), SMALL));
+        drop(m);
+        let out = Command::new(bin())
+            .arg("warm")
+            .arg(source.path())
+            .arg("format,webp")
+            .arg("--disk-cache")
+            .arg(cache)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {text}", cache.display());
+        let why = if cache == inside {
+            "inside the source directory"
+        } else if cache == given_away.path() {
+            "owned by uid 65534"
+        } else {
+            "writable by group or others (mode 1777)"
+        };
+        assert!(text.contains(why), "{}: {text}", cache.display());
+    }
+    assert_eq!(listing(source.path()), before, "the source was written");
+    for cache in [open_to_all.path(), given_away.path()] {
+        assert_eq!(std::fs::read_dir(cache).unwrap().count(), 0);
+    }
+}
+
+/// Every path under `dir`, relative.
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let path = entry.path();
+            found.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found
 }

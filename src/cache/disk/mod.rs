@@ -10,6 +10,9 @@
 //! unlink, so a reader holds either a whole file or none; each mount's index is advice
 //! ([`index`]), a file gone under it is a miss, and every mount rescans the directory
 //! after writing a quarter of the bound, so the others' entries count against it too.
+//!
+//! The checksum guards against damage, not forgery, so the directory must be private to
+//! the user imgfs runs as ([`check_private`]) and outside the source tree ([`refuse_inside`]).
 
 mod entry;
 mod index;
@@ -29,6 +32,82 @@ use tracing::{debug, info, warn};
 use super::{Key, Stored, MEMORY_FILE_MIN};
 use entry::{Header, XATTR};
 use index::{cost, Index};
+
+/// Refuses a directory that another user owns or may write: whoever can write there can
+/// plant an entry (its checksum is no secret, only a guard against damage) that every reader
+/// of the mount is then served. A directory another user owns, they may make writable.
+fn check_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{why}: whoever can write here could plant the bytes every reader is served; use a directory of this user's that only it can write"),
+        ))
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    if meta.uid() != me {
+        return refuse(format!(
+            "owned by uid {}, not by this process's uid {me}",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a cache directory in the source tree, `source` itself or below it, judged by
+/// identity (device and inode) along its existing ancestors, so a symlink or a bind mount
+/// into the source counts: nothing under the source is ever written.
+pub fn refuse_inside(dir: &Path, source: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    let source = std::fs::metadata(source)?;
+    // `dir` as creating it would resolve it: each part that exists with its symlinks
+    // followed, and `..` after a part yet to be made taking that part away again.
+    let mut at = PathBuf::from("/");
+    for part in std::path::absolute(dir)?.components() {
+        match part {
+            Component::ParentDir => {
+                at.pop();
+            }
+            Component::Normal(name) => {
+                at.push(name);
+                if at.exists() {
+                    at = at.canonicalize()?;
+                }
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    loop {
+        if let Ok(meta) = std::fs::metadata(&at) {
+            if (meta.dev(), meta.ino()) == (source.dev(), source.ino()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "inside the source directory (at {}), which imgfs never writes; choose a cache directory outside it",
+                        at.display()
+                    ),
+                ));
+            }
+        }
+        if !at.pop() {
+            return Ok(());
+        }
+    }
+}
 
 /// What the disk tier did, for metrics.
 #[derive(Debug, Default)]
@@ -111,12 +190,14 @@ impl DiskCache {
         Some(cache)
     }
 
-    /// The cache directory, created (mode 0700) and probed, with an empty index.
+    /// The cache directory, created (mode 0700), checked private and probed, with an
+    /// empty index.
     fn empty(dir: &Path, capacity: u64, context: String) -> io::Result<DiskCache> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        check_private(dir)?;
         // Absolute: a detached mount leaves its working directory.
         let dir = &std::path::absolute(dir)?;
         let cache = DiskCache {

@@ -189,3 +189,83 @@ fn a_mounts_cache_serves_at_once_and_counts_the_directory_when_its_scan_ends() {
     std::fs::write(&file, b"").unwrap();
     assert!(DiskCache::open_or_log(&file, 1 << 30, "settings".into()).is_none());
 }
+
+#[test]
+fn a_directory_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [0o777, 0o770, 0o702, 0o1777] {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let Err(err) = DiskCache::open(dir.path(), 1 << 30, "settings".into()) else {
+            panic!("mode {mode:o} was taken");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{mode:o}");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+    }
+    for mode in [0o700, 0o755] {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        assert!(DiskCache::open(dir.path(), 1 << 30, "settings".into()).is_ok());
+    }
+    // Nothing was written into a refused directory, and a mount runs without it.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(DiskCache::open_or_log(dir.path(), 1 << 30, "settings".into()).is_none());
+}
+
+#[test]
+fn a_directory_another_user_owns_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    // As root, give it away; as anyone else, the root-owned `/` is another user's.
+    let (theirs, owner) = if me == 0 {
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        (theirs.as_path(), 65534)
+    } else {
+        (Path::new("/"), 0)
+    };
+    let Err(err) = DiskCache::open(theirs, 1 << 30, "settings".into()) else {
+        panic!("{} was taken", theirs.display());
+    };
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    assert!(
+        err.to_string().contains(&format!("owned by uid {owner}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_cache_directory_in_the_source_tree_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("photos");
+    let elsewhere = dir.path().join("cache");
+    std::fs::create_dir_all(source.join("album")).unwrap();
+    std::os::unix::fs::symlink(&source, dir.path().join("link")).unwrap();
+    for inside in [
+        source.clone(),
+        source.join("album"),
+        source.join("not/yet/made"),
+        dir.path().join("link/cache"),
+        elsewhere.join("../photos/cache"),
+    ] {
+        let err = refuse_inside(&inside, &source).expect_err(&inside.display().to_string());
+        assert!(
+            err.to_string().contains("inside the source directory"),
+            "{err}"
+        );
+        if inside.ends_with("made") {
+            assert!(!source.join("not").exists(), "nothing is created to judge");
+        }
+    }
+    for outside in [
+        elsewhere.clone(),
+        dir.path().to_path_buf(),
+        source.join("../cache"),
+        PathBuf::from("/nonexistent/imgfs-cache"),
+    ] {
+        refuse_inside(&outside, &source).unwrap();
+    }
+}
