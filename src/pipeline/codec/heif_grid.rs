@@ -255,8 +255,7 @@ fn x265_encoder(request: &EncodeRequest<'_>) -> Result<Owned<lh::heif_encoder>> 
     let quality = super::heif::encoder_quality(request);
     // SAFETY: the call above succeeded, so `encoder` holds a live encoder.
     check(unsafe { lh::heif_encoder_set_lossy_quality(encoder.0, i32::from(quality)) })?;
-    let preset = std::iter::once(("preset", request.heic_preset));
-    for (name, value) in preset.chain(super::heif::X265_TUNING) {
+    for (name, value) in super::heif::x265_parameters(request.heic_preset) {
         let (name, value) = (
             CString::new(name).map_err(|e| encode_error(Format::Heic, e))?,
             CString::new(value).map_err(|e| encode_error(Format::Heic, e))?,

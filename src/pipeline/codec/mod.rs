@@ -23,7 +23,8 @@ pub use webp::METHOD as WEBP_METHOD;
 /// 2: x265 tuning on top of the preset, WebP filter strength 80, libaom speed 7 (issue 14).
 /// 3: HEIC and AVIF qualities mapped to heif-enc's perceived quality (`heif::encoder_quality`).
 /// 4: libaom quantisation matrices for AVIF (`heif::AOM_TUNING`).
-pub const REVISION: u32 = 4;
+/// 5: x265 RD level 1 at preset ultrafast (`heif::ULTRAFAST_TUNING`).
+pub const REVISION: u32 = 5;
 
 /// What the header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
