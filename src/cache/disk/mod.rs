@@ -46,12 +46,6 @@ fn check_private(dir: &Path) -> io::Result<()> {
             format!("{why}: whoever can write here could plant the bytes every reader is served; use a directory of this user's that only it can write"),
         ))
     };
-    if !meta.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            "not a directory",
-        ));
-    }
     if meta.uid() != me {
         return refuse(format!(
             "owned by uid {}, not by this process's uid {me}",

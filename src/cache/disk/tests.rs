@@ -209,9 +209,11 @@ fn a_directory_others_may_write_is_refused() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         assert!(DiskCache::open(dir.path(), 1 << 30, "settings".into()).is_ok());
     }
-    // Nothing was written into a refused directory, and a mount runs without it.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert!(DiskCache::open_or_log(dir.path(), 1 << 30, "settings".into()).is_none());
+    // A mount runs without a refused directory, and nothing is written into it.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(other.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(DiskCache::open_or_log(other.path(), 1 << 30, "settings".into()).is_none());
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
 }
 
 #[test]
