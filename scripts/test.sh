@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
-cargo test --all-targets
+cargo test --workspace --all-targets
 if [ -x scripts/bench.sh ]; then
   scripts/bench.sh --smoke
 fi

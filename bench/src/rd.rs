@@ -220,8 +220,10 @@ enum Equal {
     Above,
 }
 
-/// The first step (lowest quality up) that scores at least `target`, and linear interpolation
-/// of bytes and time in the score between it and the step before.
+/// The first step (lowest quality up) that scores at least `target`, and interpolation in the
+/// score between it and the step before: of the logarithm of the bytes (bytes grow about
+/// geometrically with the quality, as BD-rate assumes; linear interpolation between steps 10
+/// apart overstated them by up to 5%, docs/benchmarks.md) and of the time, linearly.
 fn equal(points: &[Point], metric: Metric, target: f64) -> Equal {
     let Some(i) = points.iter().position(|p| metric.at_least(metric.of(&p.s), target)) else {
         return Equal::Above;
@@ -234,7 +236,7 @@ fn equal(points: &[Point], metric: Metric, target: f64) -> Equal {
     let t = if m_hi == m_lo { 1.0 } else { (target - m_lo) / (m_hi - m_lo) };
     let lerp = |a: f64, b: f64| a + t * (b - a);
     Equal::At {
-        bytes: lerp(lo.bytes as f64, hi.bytes as f64),
+        bytes: lerp((lo.bytes as f64).ln(), (hi.bytes as f64).ln()).exp(),
         time: lerp(lo.time(), hi.time()),
         lo: i - 1,
         hi: i,
@@ -506,7 +508,7 @@ fn target_table(b: &Bench, series: &[Series], t: &Target, results: &[Vec<Vec<Poi
         }
     }
     table.note = format!(
-        "Reference: {} at its default point ({}). imgfs's quality steps are searched for the first one scoring at least the reference's (SSIMULACRA2 ≥, DSSIM ≤), and bytes and wall time are interpolated linearly in the score between it and the step before (the steps are in the cell); \"<\" = imgfs's lowest step already scores better, so at most those bytes. Wall times are whole processes (exec, decode, encode, write), medians of {} runs for the compared points, one run for the other steps.",
+        "Reference: {} at its default point ({}). imgfs's quality steps are searched for the first one scoring at least the reference's (SSIMULACRA2 ≥, DSSIM ≤), and bytes (geometrically: the logarithm of the bytes, linearly) and wall time (linearly) are interpolated in the score between it and the step before (the steps are in the cell); \"<\" = imgfs's lowest step already scores better, so at most those bytes. Wall times are whole processes (exec, decode, encode, write), medians of {} runs for the compared points, one run for the other steps.",
         r.label,
         r.step_label(r.steps[r.default.unwrap()]),
         b.reps
@@ -622,4 +624,26 @@ fn plots(b: &Bench, series: &[Series], results: &[Vec<Vec<Point>>]) -> Res<()> {
         std::fs::copy(&svg, &docs).map_err(|e| format!("{}: {e}", docs.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(bytes: u64, ssim2: f64) -> Point {
+        Point { q: None, bytes, times: vec![1.0], s: Scores { ssim2, dssim: 0.0, size: (1, 1) } }
+    }
+
+    #[test]
+    fn bytes_at_equal_score_are_interpolated_geometrically() {
+        let points = [point(1000, 80.0), point(4000, 90.0)];
+        // Halfway in the score is the geometric mean of the bytes, not their mean (2500).
+        let Equal::At { bytes, lo, hi, .. } = equal(&points, Metric::Ssim2, 85.0) else {
+            panic!("not bracketed");
+        };
+        assert!((bytes - 2000.0).abs() < 1e-6, "{bytes}");
+        assert_eq!((lo, hi), (0, 1));
+        assert!(matches!(equal(&points, Metric::Ssim2, 70.0), Equal::Below));
+        assert!(matches!(equal(&points, Metric::Ssim2, 95.0), Equal::Above));
+    }
 }

@@ -66,7 +66,7 @@ pub struct Settings {
     pub qualities: Qualities,
     /// Which outputs carry the source's EXIF (ICC profiles always go: they define the colours).
     pub metadata: Metadata,
-    /// x265 preset of HEIC encodes.
+    /// `--heic-preset`: an x265 preset, or `auto` ([`codec::x265_preset`]).
     pub heic_preset: String,
     /// `--target-quality`: SSIMULACRA2 score that encodes without a `quality` search for
     /// ([`target`]).
@@ -79,7 +79,7 @@ impl Default for Settings {
             limits: Limits::default(),
             qualities: Qualities::default(),
             metadata: Metadata::default(),
-            heic_preset: codec::DEFAULT_X265_PRESET.to_string(),
+            heic_preset: codec::DEFAULT_HEIC_PRESET.to_string(),
             target_quality: None,
         }
     }

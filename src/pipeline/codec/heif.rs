@@ -20,8 +20,11 @@ static LIBHEIF: LazyLock<LibHeif> = LazyLock::new(|| {
     libheif
 });
 
-/// The x265 presets, fastest first.
-pub const X265_PRESETS: [&str; 10] = [
+/// `--heic-preset auto`: the x265 preset follows the picture's size ([`x265_preset`]).
+pub const AUTO_PRESET: &str = "auto";
+/// Every value of `--heic-preset`: [`AUTO_PRESET`], then the x265 presets.
+pub const HEIC_PRESETS: [&str; 11] = [
+    AUTO_PRESET,
     "ultrafast",
     "superfast",
     "veryfast",
@@ -33,9 +36,34 @@ pub const X265_PRESETS: [&str; 10] = [
     "veryslow",
     "placebo",
 ];
-/// Chosen by measurement (docs/benchmarks.md, "x265 presets"): on 9–20 MP photos at q50, 0.4–0.5× superfast's
-/// time at -1% to +7% bytes and SSIMULACRA2 within 1%; at equal score as small as superfast.
-pub const DEFAULT_X265_PRESET: &str = "ultrafast";
+pub const DEFAULT_HEIC_PRESET: &str = AUTO_PRESET;
+/// Under [`AUTO_PRESET`], pictures of more pixels than [`SMALL_PICTURE_PIXELS`]: chosen by
+/// measurement (docs/benchmarks.md, "x265 presets"): on 9–20 MP photos at q50, 0.4–0.5×
+/// superfast's time at -1% to +7% bytes and SSIMULACRA2 within 1%; at equal score as small as
+/// superfast.
+pub const LARGE_PICTURE_PRESET: &str = "ultrafast";
+/// Under [`AUTO_PRESET`], pictures of at most [`SMALL_PICTURE_PIXELS`] (thumbnails and web
+/// sizes), where the encode is a small share of a conversion's time beside the decode of a
+/// larger source. Measured (docs/benchmarks.md, "x265 presets"): on 900 px outputs of the
+/// benchmark photos, bytes at equal score against `vipsthumbnail` (heif-enc's x265 at slow)
+/// 1.00× / 0.99× (SSIMULACRA2 / DSSIM) instead of ultrafast's 1.14× / 1.11×; veryfast and
+/// medium cost the same time for one intra picture at 1% more bytes.
+pub const SMALL_PICTURE_PRESET: &str = "slow";
+/// One 1024×1024 grid tile's area: above it, slow would cost 0.3 s or more per picture on
+/// 2 cores (2.7× ultrafast's encode), where a whole photo's encode is most of the time.
+pub const SMALL_PICTURE_PIXELS: u64 = 1 << 20;
+
+/// The x265 preset a picture of `size` gets under the `--heic-preset` value `setting`.
+pub fn x265_preset(setting: &str, (width, height): (u32, u32)) -> &str {
+    if setting != AUTO_PRESET {
+        return setting;
+    }
+    if u64::from(width) * u64::from(height) <= SMALL_PICTURE_PIXELS {
+        SMALL_PICTURE_PRESET
+    } else {
+        LARGE_PICTURE_PRESET
+    }
+}
 /// x265 options set on top of the preset for every HEIC encode, chosen by measurement
 /// (docs/benchmarks.md, "HEIC tuning"): on 1024 px tiles of the benchmark photos they take
 /// ultrafast from 1.17× to 1.09× the bytes of heif-enc's preset slow at equal SSIMULACRA2 and
@@ -278,6 +306,11 @@ fn strip_exif_offset(block: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub(super) fn encode(image: &DynamicImage, request: &EncodeRequest<'_>) -> Result<Vec<u8>> {
+    // The whole picture's size chooses, not a grid tile's.
+    let request = &EncodeRequest {
+        heic_preset: x265_preset(request.heic_preset, (image.width(), image.height())),
+        ..*request
+    };
     if super::heif_grid::wanted(image, request.format) {
         return super::heif_grid::encode(image, request);
     }
@@ -365,16 +398,21 @@ fn channels(alpha: bool) -> usize {
 mod tests {
     use super::*;
 
-    /// The encoder quality of a request for N in `format` at `preset`.
-    fn mapped(format: Format, preset: &str, n: u8) -> u8 {
-        encoder_quality(&EncodeRequest {
+    /// A request for N in `format` at `preset`, with no metadata.
+    fn request(format: Format, preset: &str, n: u8) -> EncodeRequest<'_> {
+        EncodeRequest {
             format,
             quality: n,
             progressive: false,
             heic_preset: preset,
             icc: None,
             exif: None,
-        })
+        }
+    }
+
+    /// The encoder quality of a request for N in `format` at `preset`.
+    fn mapped(format: Format, preset: &str, n: u8) -> u8 {
+        encoder_quality(&request(format, preset, n))
     }
 
     #[test]
@@ -387,7 +425,7 @@ mod tests {
             assert!(anchors
                 .windows(2)
                 .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
-            let q = |n| mapped(format, DEFAULT_X265_PRESET, n);
+            let q = |n| mapped(format, LARGE_PICTURE_PRESET, n);
             let all: Vec<u8> = (1..=100).map(q).collect();
             assert!(all.windows(2).all(|w| w[0] <= w[1]), "{format:?}: {all:?}");
             assert!(all.iter().all(|q| (1..=100).contains(q)));
@@ -417,17 +455,38 @@ mod tests {
         let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(96, 64, |x, y| {
             image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x * y) % 251) as u8])
         }));
-        let request = |heic_preset| EncodeRequest {
-            format: Format::Heic,
-            quality: 50,
-            progressive: false,
-            heic_preset,
-            icc: None,
-            exif: None,
-        };
         for preset in ["ultrafast", "superfast"] {
-            let bytes = encode(&image, &request(preset)).unwrap();
+            let bytes = encode(&image, &request(Format::Heic, preset, 50)).unwrap();
             assert_eq!(&bytes[4..12], b"ftypheic", "{preset}");
+        }
+    }
+
+    #[test]
+    fn auto_runs_slow_up_to_one_megapixel_and_ultrafast_above() {
+        assert_eq!(x265_preset(AUTO_PRESET, (1024, 1024)), SMALL_PICTURE_PRESET);
+        assert_eq!(x265_preset(AUTO_PRESET, (900, 506)), "slow");
+        assert_eq!(x265_preset(AUTO_PRESET, (1025, 1024)), LARGE_PICTURE_PRESET);
+        assert_eq!(x265_preset(AUTO_PRESET, (5000, 300)), "ultrafast");
+        for preset in &HEIC_PRESETS[1..] {
+            assert_eq!(x265_preset(preset, (16, 16)), *preset);
+            assert_eq!(x265_preset(preset, (8000, 6000)), *preset);
+        }
+        // The encoder resolves `auto` by the picture: the file is the named preset's.
+        let encoded = |(w, h), heic_preset| {
+            let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x / 3) as u8, (y / 2) as u8, ((x ^ y) % 251) as u8])
+            }));
+            encode(&image, &request(Format::Heic, heic_preset, 50)).unwrap()
+        };
+        for (size, preset) in [((320, 200), "slow"), ((1100, 1000), "ultrafast")] {
+            let auto = encoded(size, AUTO_PRESET);
+            assert_eq!(auto, encoded(size, preset), "{size:?}");
+            let other = if preset == "slow" {
+                "ultrafast"
+            } else {
+                "slow"
+            };
+            assert_ne!(auto, encoded(size, other), "{size:?}");
         }
     }
 
@@ -444,8 +503,14 @@ mod tests {
         assert_eq!(mapped(Format::Heic, "slow", 0), 1);
         // The defaults keep the encoder qualities they had before the mapping.
         let defaults = crate::pipeline::Qualities::default();
-        assert_eq!(mapped(Format::Heic, DEFAULT_X265_PRESET, defaults.heic), 50);
-        assert_eq!(mapped(Format::Avif, DEFAULT_X265_PRESET, defaults.avif), 80);
+        assert_eq!(
+            mapped(Format::Heic, LARGE_PICTURE_PRESET, defaults.heic),
+            50
+        );
+        assert_eq!(
+            mapped(Format::Avif, LARGE_PICTURE_PRESET, defaults.avif),
+            80
+        );
     }
 
     #[test]

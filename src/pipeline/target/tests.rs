@@ -128,7 +128,7 @@ fn a_real_photo_reaches_the_target_in_every_lossy_format() {
             format,
             quality: start,
             progressive: false,
-            heic_preset: codec::DEFAULT_X265_PRESET,
+            heic_preset: codec::DEFAULT_HEIC_PRESET,
             icc: None,
             exif: None,
         };
