@@ -6,8 +6,8 @@ Encodes 1024x768 crops of the benchmark photos (two per photo: imgfs's HEIC grid
 options as `-p x265:NAME=VALUE`) or cwebp (the same libwebp as imgfs), sweeps quality, and
 prints each configuration's bytes at equal SSIMULACRA2 and at equal DSSIM against the
 reference (heif-enc -q 50, preset slow; or cwebp -q REFQ -m 6 -mt), interpolated between
-sweep steps, with CPU time at the interpolated point (noisy on a shared machine: measure the
-chosen few again, interleaved).
+sweep steps (bytes geometrically), with CPU time at the interpolated point (noisy on a shared
+machine: measure the chosen few again, interleaved).
 
     scripts/tune-sweep.py CONFIGS.json             # {"name": ["preset=ultrafast", "x265:rdoq-level=2"], ...}
     TOOL=webp REFQ=88 QS=70,78,84,88,92,95 scripts/tune-sweep.py webp.json   # {"name": ["-f 80"], ...}
@@ -77,12 +77,14 @@ def encode(name, params, crop, q, tool):
 
 
 def at_score(points, target, m="s2"):
-    """bytes interpolated at `target` score along a sweep sorted by q."""
+    """bytes and CPU interpolated at `target` score along a sweep sorted by q."""
     pts = sorted(points, key=lambda p: p[m])
     for a, b in zip(pts, pts[1:]):
         if a[m] <= target <= b[m]:
             t = (target - a[m]) / (b[m] - a[m]) if b[m] != a[m] else 0
-            return a["bytes"] + t * (b["bytes"] - a["bytes"]), a["cpu"] + t * (b["cpu"] - a["cpu"])
+            # Bytes geometrically (they grow about geometrically with the quality, as BD-rate
+            # assumes), CPU linearly: as the benchmark's rate-distortion case.
+            return a["bytes"] * (b["bytes"] / a["bytes"]) ** t, a["cpu"] + t * (b["cpu"] - a["cpu"])
     return None, None
 
 

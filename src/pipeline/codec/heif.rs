@@ -64,6 +64,7 @@ pub fn x265_preset(setting: &str, (width, height): (u32, u32)) -> &str {
         LARGE_PICTURE_PRESET
     }
 }
+
 /// x265 options set on top of the preset for every HEIC encode, chosen by measurement
 /// (docs/benchmarks.md, "HEIC tuning"): on 1024 px tiles of the benchmark photos they take
 /// ultrafast from 1.17× to 1.09× the bytes of heif-enc's preset slow at equal SSIMULACRA2 and
