@@ -66,7 +66,9 @@ fn imgfs_steps(b: &Bench, fmt: &str) -> Vec<u8> {
         return vec![40, 70, 95];
     }
     match fmt {
-        "heic" => vec![40, 50, 60, 70, 80],
+        // Steps of 5 where the references land: at steps of 10 even geometric interpolation
+        // read full-size HEIC 1–2% high (docs/benchmarks.md, "Rate–distortion").
+        "heic" => vec![40, 45, 50, 55, 60, 65, 70, 80],
         "webp" => vec![75, 85, 88, 92],
         "avif" => vec![40, 50, 60, 70, 80],
         _ => vec![60, 85, 95],
