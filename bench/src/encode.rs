@@ -300,7 +300,8 @@ pub fn presets(b: &Bench) -> Res<Vec<Table>> {
         .collect();
     let mine = b.work.join("out/preset-imgfs.heic");
     let spec = format!("format,heic@quality,Q_{q}");
-    let label = format!("imgfs (libheif 1.23, default preset {})", codec::DEFAULT_HEIC_PRESET);
+    let preset = codec::x265_preset(codec::DEFAULT_HEIC_PRESET, (p.width, p.height));
+    let label = format!("imgfs (libheif 1.23, default preset {} = {preset})", codec::DEFAULT_HEIC_PRESET);
     sides.push((label, None, imgfs_convert(b, p, spec, &mine, true)));
     let (mut wall, mut cpu) = (vec![vec![]; sides.len()], vec![vec![]; sides.len()]);
     for _ in 0..b.reps {

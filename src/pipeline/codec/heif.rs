@@ -121,8 +121,9 @@ pub const AOM_TUNING: [(&str, &str); 1] = [("aom:enable-qm", "1")];
 /// score is flat (88.8 at 70, 89.4 at 90 and 100: x265's psy-rd spends the bits on texture that
 /// SSIMULACRA2 counts as error, which [`X265_TUNING`] turns off) and imgfs reaches it at encoder
 /// 72–73, so matching it would give N 80–100 one output; the line runs on to (100, 100)
-/// instead, scoring 1.1–1.6 above heif-enc there at 0.8–1.1× its bytes. Measured at the default
-/// preset ultrafast with [`X265_TUNING`], and applied at the presets in [`MAPPED_PRESETS`].
+/// instead, scoring 1.1–1.6 above heif-enc there at 0.8–1.1× its bytes. Measured at preset
+/// ultrafast (what `auto` runs above 1 MP) with [`X265_TUNING`], and applied at the presets in
+/// [`MAPPED_PRESETS`].
 const HEIC_QUALITY: [(u8, u8); 9] = [
     (1, 5),
     (10, 14),
