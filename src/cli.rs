@@ -201,7 +201,7 @@ pub struct ProcessingArgs {
     /// AVIF quality when the request has none, on libheif's scale (heif-enc -A -q N; README).
     #[arg(long, default_value_t = Qualities::default().avif, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub avif_quality: u8,
-    /// x265 preset of HEIC encodes: `auto` runs slow for pictures up to 1 MP (1024x1024) and ultrafast above; faster presets trade bytes for time. imgfs adds rdoq-level 2, sign hiding and psy-rd 0 on top, and RD level 1 at ultrafast (docs/benchmarks.md).
+    /// x265 preset of HEIC encodes: `auto` runs slow for pictures up to 1 MP (1024x1024) and ultrafast above; faster presets trade bytes for time. imgfs adds rdoq-level 2, sign hiding, psy-rd 0 and chroma QP offsets -2 on top, and RD level 1 at ultrafast (docs/benchmarks.md).
     #[arg(long, default_value = crate::pipeline::codec::DEFAULT_HEIC_PRESET, value_parser = clap::builder::PossibleValuesParser::new(crate::pipeline::codec::HEIC_PRESETS), help_heading = "Qualities")]
     pub heic_preset: String,
     /// Which outputs carry the source's EXIF. None carries its thumbnail, maker notes or

@@ -25,7 +25,8 @@ pub use webp::METHOD as WEBP_METHOD;
 /// 4: libaom quantisation matrices for AVIF (`heif::AOM_TUNING`).
 /// 5: x265 RD level 1 at preset ultrafast (`heif::ULTRAFAST_TUNING`).
 /// 6: x265 preset slow for pictures up to 1 MP under `--heic-preset auto` (`heif::x265_preset`).
-pub const REVISION: u32 = 6;
+/// 7: x265 chroma QP offsets −2 (`heif::X265_TUNING`).
+pub const REVISION: u32 = 7;
 
 /// What the header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
