@@ -57,6 +57,8 @@ pub struct VariantNode {
     pub attr: Mutex<Attr>,
     /// Whether the kernel was already told that the name has a newer version.
     pub outdated: AtomicBool,
+    /// The users (uid, gid) allowed to read this version's inputs when they were judged.
+    pub readers: Mutex<Vec<(u32, u32)>>,
 }
 
 #[derive(Debug)]
@@ -280,6 +282,7 @@ mod tests {
             parent: ROOT,
             attr: Mutex::new(Attr::variant(0, &meta(1, 5), 0)),
             outdated: AtomicBool::new(false),
+            readers: Mutex::default(),
         }
     }
 

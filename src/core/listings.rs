@@ -11,13 +11,13 @@ use std::sync::Arc;
 use super::handles::{DirEntry, Listing};
 use super::inodes::{Kind, Node};
 use super::own_files::OwnFile;
-use super::{views, Attr, ImgFs, Listed, ROOT};
+use super::{views, Attr, DirReply, ImgFs, Listed, ROOT};
 use crate::error::{Error, Result};
 use crate::source::{Caller, Meta};
 
 impl ImgFs {
-    /// OPENDIR: lists a source directory now; readdir hands the listing out.
-    pub fn opendir(&self, ino: u64) -> Result<u64> {
+    /// OPENDIR: lists a source directory now, for `caller`; readdir hands the listing out.
+    pub fn opendir(&self, caller: &Caller, ino: u64) -> Result<u64> {
         let node = self.node(ino)?;
         match node.kind {
             Kind::Source { .. } => {}
@@ -30,7 +30,7 @@ impl ImgFs {
                 )))
             }
         }
-        let dir = self.root.open_dir(&node.path)?;
+        let dir = self.source_for(caller, &node)?.open_dir(&node.path)?;
         let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
         let meta = Meta::from_stat(&rustix::fs::fstat(&dir).map_err(io)?);
         let mut entries = Vec::new();
@@ -54,10 +54,12 @@ impl ImgFs {
         }))
     }
 
-    /// READDIR(PLUS) of directory `ino` from `offset`: `add` takes each entry until it
-    /// says the reply is full. With `plus`, each entry but `.` and `..` that `add` took is
-    /// counted as a reference the kernel holds; in a view, its images are converted first
-    /// (for `caller`), a batch at a time, and one that fails is left out.
+    /// READDIR(PLUS) of directory `ino` from `offset`: `reply` takes each entry until it
+    /// says it is full. With `plus`, each entry but `.` and `..` that it took is counted as
+    /// a reference the kernel holds; in a view, its images are converted first (for
+    /// `caller`), a batch at a time, and one that fails is left out. The reply is then
+    /// filled on the thread that finishes the batch's last conversion, so the request
+    /// thread never waits for one.
     pub fn readdir(
         self: &Arc<Self>,
         caller: &Caller,
@@ -65,19 +67,58 @@ impl ImgFs {
         fh: u64,
         offset: u64,
         plus: bool,
-        mut add: impl FnMut(Listed<'_>) -> bool,
-    ) -> Result<()> {
-        let listing = self
+        mut reply: impl DirReply,
+    ) {
+        let found = self
             .handles
             .dir(fh)
-            .ok_or_else(|| Error::NotFound(format!("directory handle {fh}: not open")))?;
-        let node = self.node(ino)?;
-        let view_plus = plus && listing.view;
-        let mut converted = if view_plus {
-            self.convert_view_batch(caller, (ino, &node), &listing, offset as usize)
-        } else {
-            HashMap::new()
+            .ok_or_else(|| Error::NotFound(format!("directory handle {fh}: not open")))
+            .and_then(|listing| Ok((listing, self.node(ino)?)));
+        let (listing, node) = match found {
+            Ok(found) => found,
+            Err(err) => return reply.done(Err(err)),
         };
+        if !(plus && listing.view) {
+            self.fill(
+                ino,
+                &node,
+                &listing,
+                offset,
+                plus,
+                HashMap::new(),
+                &mut reply,
+            );
+            return reply.done(Ok(()));
+        }
+        let fs = self.clone();
+        let held = (node.clone(), listing.clone());
+        self.convert_view_batch(
+            caller,
+            (ino, &node),
+            &listing,
+            offset as usize,
+            move |converted| {
+                let (node, listing) = held;
+                fs.fill(ino, &node, &listing, offset, plus, converted, &mut reply);
+                reply.done(Ok(()))
+            },
+        );
+    }
+
+    /// Hands `listing`'s entries from `offset` to `reply` until it is full; `converted` are
+    /// the view images of this batch, by entry index.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        ino: u64,
+        node: &Node,
+        listing: &Listing,
+        offset: u64,
+        plus: bool,
+        mut converted: HashMap<usize, Result<Attr>>,
+        reply: &mut impl DirReply,
+    ) {
+        let view_plus = plus && listing.view;
         let batch = if view_plus {
             views::VIEW_BATCH
         } else {
@@ -89,7 +130,7 @@ impl ImgFs {
             let (number, attr) = match entry.name.as_bytes() {
                 b"." => (ino, Some(Attr::source(ino, &listing.meta))),
                 b".." => (
-                    self.parent_number(&node),
+                    self.parent_number(node),
                     Some(Attr::source(ino, &listing.meta)),
                 ),
                 _ if listing.view => match (&entry.source, plus) {
@@ -137,7 +178,7 @@ impl ImgFs {
                 }
             };
             let counted = plus && !matches!(entry.name.as_bytes(), b"." | b"..");
-            let full = add(Listed {
+            let full = reply.add(Listed {
                 entry,
                 ino: number,
                 next,
@@ -154,7 +195,6 @@ impl ImgFs {
         for attr in converted.into_values().flatten() {
             self.forget(attr.ino, 1);
         }
-        Ok(())
     }
 
     fn parent_number(&self, node: &Node) -> u64 {

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::options::MountOptions;
 use crate::pipeline::memory::MemoryGate;
 use crate::pipeline::Settings;
-use crate::source::{read_range, Caller, Root};
+use crate::source::{read_range, Caller, Found, Links, Root};
 use crate::spec::Styles;
 
 pub use attr::Attr;
@@ -62,6 +62,15 @@ impl Data {
             Data::Variant(out, range) => &out.bytes()[range.clone()],
         }
     }
+}
+
+/// Where READDIR(PLUS) hands its entries: the adapter's reply. It may be filled on a
+/// converter thread (a view's images are converted first), so it is sent there.
+pub trait DirReply: Send + 'static {
+    /// Takes one entry; true once the reply is full (the entry was not taken).
+    fn add(&mut self, listed: Listed<'_>) -> bool;
+    /// Ends the reply: sends what was added, or the error.
+    fn done(self, result: Result<()>);
 }
 
 /// One entry of a directory listing as readdir hands it out.
@@ -223,8 +232,7 @@ impl ImgFs {
         match self.node(ino) {
             Ok(node) => match &node.kind {
                 Kind::Source { .. } => reply(
-                    self.root
-                        .entry(&node.path)
+                    self.same_source(&node)
                         .map(|found| Attr::source(ino, &found.meta)),
                 ),
                 Kind::Variant(_) => self.getattr_variant(caller, ino, node.clone(), reply),
@@ -253,7 +261,37 @@ impl ImgFs {
     /// READLINK of a source symlink.
     pub fn readlink(&self, ino: u64) -> Result<PathBuf> {
         let node = self.node(ino)?;
-        self.root.entry(&node.path)?.read_link(&node.path)
+        self.same_source(&node)?.read_link(&node.path)
+    }
+
+    /// The source entry `node` was looked up as, if its name still holds it; ESTALE once
+    /// another file took its place: the kernel then looks the name up again (stat(2),
+    /// open(2) and readlink(2) retry once by themselves) and judges what is there now.
+    fn same_source(&self, node: &Node) -> Result<Found> {
+        let found = self.root.entry(&node.path)?;
+        match node.kind {
+            Kind::Source { dev, ino } if (found.meta.dev, found.meta.ino) == (dev, ino) => {
+                Ok(found)
+            }
+            _ => Err(Error::Stale(format!(
+                "{}: another file since its lookup",
+                node.path.display()
+            ))),
+        }
+    }
+
+    /// The source entry `node` names, for `caller` to read. While the name holds the file
+    /// its lookup found, the kernel has judged it and the way to it (`default_permissions`,
+    /// on attributes at most `--attr-timeout` old). Once another file took the name (renamed
+    /// or swapped in, or a directory on the way replaced), the kernel's judgement was of the
+    /// old one, so the way is walked again as the caller, each directory judged for search
+    /// and the entry for read, as a lookup would: a swapped-in file is never read with the
+    /// rights of the one it replaced.
+    fn source_for(&self, caller: &Caller, node: &Node) -> Result<Found> {
+        match self.same_source(node) {
+            Err(Error::Stale(_)) => self.root.resolve(&node.path, Links::Last, caller),
+            same => same,
+        }
     }
 
     /// OPEN for reading: a source file as it is, or a variant's bytes, pinned until
@@ -271,10 +309,10 @@ impl ImgFs {
         match &node.kind {
             Kind::Source { .. } => {
                 let opened = self
-                    .root
-                    .entry(&node.path)
+                    .source_for(caller, &node)
                     .and_then(|found| found.open(&node.path))
-                    .map(|file| self.opened(OpenFile::Source(Arc::new(file))));
+                    .map(|file| self.opened(OpenFile::Source(Arc::new(file))))
+                    .map_err(|err| logged(&node.path, err));
                 reply(opened)
             }
             Kind::Variant(_) => self.open_variant(caller, node.clone(), reply),

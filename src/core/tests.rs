@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Attr, ImgFs, ROOT};
+use super::{Attr, DirReply, ImgFs, Listed, ROOT};
 use crate::error::Result;
 use crate::options::MountOptions;
 use crate::source::Caller;
@@ -66,6 +66,36 @@ fn read(fs: &Arc<ImgFs>, caller: &Caller, path: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A listing's (name, size with `plus`) as READDIR(PLUS) hands them out.
+type Entries = Vec<(String, Option<u64>)>;
+
+/// A READDIR reply that keeps every entry.
+struct Names {
+    taken: Entries,
+    done: Box<dyn FnOnce(Result<Entries>) + Send>,
+}
+
+impl DirReply for Names {
+    fn add(&mut self, listed: Listed<'_>) -> bool {
+        let name = listed.entry.name.to_string_lossy().into_owned();
+        self.taken.push((name, listed.attr.map(|a| a.meta.size)));
+        false
+    }
+
+    fn done(self, result: Result<()>) {
+        (self.done)(result.map(|()| self.taken))
+    }
+}
+
+/// Directory `ino` listed for `caller` from its start.
+fn entries(fs: &Arc<ImgFs>, caller: &Caller, ino: u64, plus: bool) -> Entries {
+    let fh = fs.opendir(&Caller::root(), ino).unwrap();
+    let taken = Vec::new();
+    let listed = answer(|done| fs.readdir(caller, ino, fh, 0, plus, Names { taken, done }));
+    fs.releasedir(fh);
+    listed.unwrap()
+}
+
 fn errno(result: Result<impl Sized>) -> i32 {
     result.map(|_| 0).unwrap_or_else(|e| e.errno())
 }
@@ -102,7 +132,7 @@ fn a_directory_swapped_for_a_link_out_of_the_root_is_never_read_through() {
         let found = answer(|reply| fs.lookup(&root, d.ino, OsStr::new(name), reply));
         assert_eq!(errno(found), libc::ENOENT, "d/{name}");
     }
-    assert_eq!(errno(fs.opendir(d.ino)), libc::ENOENT);
+    assert_eq!(errno(fs.opendir(&root, d.ino)), libc::ENOENT);
 }
 
 #[test]
@@ -318,16 +348,9 @@ fn the_metrics_file_counts_requests_and_real_names_win() {
     assert_eq!(errno(lookup(&fs, &caller, ".imgfs/nothing")), libc::ENOENT);
     assert_eq!(errno(lookup(&fs, &caller, "sub/.imgfs")), libc::ENOENT);
     // Not in the root's listing; its own listing has the metrics file.
-    let listed = |ino| {
-        let fh = fs.opendir(ino).unwrap();
-        let mut names = Vec::new();
-        fs.readdir(&caller, ino, fh, 0, false, |l| {
-            names.push(l.entry.name.to_string_lossy().into_owned());
-            false
-        })
-        .unwrap();
-        fs.releasedir(fh);
-        names
+    let listed = |ino| -> Vec<String> {
+        let entries = entries(&fs, &caller, ino, false);
+        entries.into_iter().map(|(name, _)| name).collect()
     };
     assert!(!listed(ROOT).contains(&".imgfs".to_string()));
     let own = lookup(&fs, &caller, ".imgfs").unwrap().ino;
@@ -363,18 +386,7 @@ fn a_view_shows_every_image_converted_under_its_new_extension() {
         } else {
             lookup(&fs, &caller, path).unwrap().ino
         };
-        let fh = fs.opendir(ino).unwrap();
-        let mut names = Vec::new();
-        fs.readdir(&caller, ino, fh, 0, true, |l| {
-            names.push((
-                l.entry.name.to_string_lossy().into_owned(),
-                l.attr.map(|a| a.meta.size),
-            ));
-            false
-        })
-        .unwrap();
-        fs.releasedir(fh);
-        names
+        entries(&fs, &caller, ino, true)
     };
     let view = list("@style,small");
     let names: Vec<&str> = view.iter().map(|(n, _)| n.as_str()).collect();
@@ -405,4 +417,75 @@ fn a_view_shows_every_image_converted_under_its_new_extension() {
     // A real `@style,small` in the source wins.
     std::fs::create_dir(src.join("@style,small")).unwrap();
     assert_eq!(list("@style,small").len(), 2, "the real, empty directory");
+}
+
+/// Two users: the test's own files are the owner's, and someone else asks.
+fn owner_and_other(src: &Path) -> (Caller, Caller) {
+    let ours = std::fs::metadata(src).unwrap();
+    let (me, my_group) = (ours.uid(), ours.gid());
+    let other = Caller::new(if me == 65534 { 65533 } else { 65534 }, 65534, 0);
+    (Caller::new(me, my_group, 0), other)
+}
+
+#[test]
+fn a_file_or_directory_swapped_in_after_lookup_is_judged_as_itself() {
+    // Hostile review of 2026-12-03: the open of an original reopened its name as root,
+    // after the kernel had judged the file the name held at lookup.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    let mode = |p: &str, m: u32| {
+        std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    std::fs::create_dir_all(src.join("team/open")).unwrap();
+    std::fs::create_dir_all(src.join("team/closed")).unwrap();
+    std::fs::write(src.join("team/a.txt"), b"public").unwrap();
+    std::fs::write(src.join("team/payroll"), b"secret").unwrap();
+    std::fs::write(src.join("team/closed/names"), b"").unwrap();
+    mode("team/payroll", 0o600);
+    mode("team/closed", 0o700);
+    let (_, other) = owner_and_other(src);
+    let fs = mount(src);
+    let a = lookup(&fs, &other, "team/a.txt").unwrap();
+    let d = lookup(&fs, &other, "team/open").unwrap();
+    std::fs::rename(src.join("team/payroll"), src.join("team/a.txt")).unwrap();
+    std::fs::rename(src.join("team/open"), src.join("team/was-open")).unwrap();
+    std::fs::rename(src.join("team/closed"), src.join("team/open")).unwrap();
+    let opened = answer(|reply| fs.open(&other, a.ino, reply));
+    assert_eq!(errno(opened), libc::EACCES, "the swapped-in file");
+    assert_eq!(errno(fs.opendir(&other, d.ino)), libc::EACCES);
+    let stat = answer(|reply| fs.getattr(&other, a.ino, reply));
+    assert_eq!(
+        errno(stat),
+        libc::ESTALE,
+        "the kernel looks the name up again"
+    );
+    // Root may read anything, and a file that is still itself is read as before.
+    assert_eq!(read(&fs, &Caller::root(), "team/a.txt").unwrap(), b"secret");
+    std::fs::write(src.join("team/b.txt"), b"public").unwrap();
+    assert_eq!(read(&fs, &other, "team/b.txt").unwrap(), b"public");
+}
+
+#[test]
+fn an_outdated_variant_is_served_from_the_cache_only_to_whom_its_inputs_were_judged() {
+    // Hostile review of 2026-12-03: once the source was renamed away, the open of a variant
+    // inode served the cached bytes without judging the caller, e.g. a watermark image only
+    // the user before could read.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("private")).unwrap();
+    png(&src.join("a.png"), 8, 8, [255, 255, 255]);
+    png(&src.join("private/logo.png"), 2, 2, [255, 0, 0]);
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (owner, other) = owner_and_other(src);
+    let fs = mount(src);
+    let name = format!("a.png@{}@format,png", mark("private/logo.png"));
+    let marked = read(&fs, &owner, &name).unwrap();
+    assert_eq!(first_pixel(&marked), [255, 0, 0]);
+    let attr = lookup(&fs, &owner, &name).unwrap();
+    std::fs::rename(src.join("a.png"), src.join("moved.png")).unwrap();
+    let opened = answer(|reply| fs.open(&other, attr.ino, reply));
+    assert_eq!(errno(opened), libc::ESTALE, "the other user");
+    let (fh, _) = answer(|reply| fs.open(&owner, attr.ino, reply)).unwrap();
+    assert_eq!(fs.read(fh, 0, u32::MAX).unwrap().bytes(), &marked[..]);
+    fs.release(fh);
 }

@@ -51,7 +51,30 @@ impl VariantNode {
     fn remember(&self, attr: Attr) {
         *self.attr.lock().unwrap_or_else(|e| e.into_inner()) = attr;
     }
+
+    /// Records that `caller` may read this version's inputs (judged while they are current).
+    fn judged(&self, caller: &Caller) {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = (caller.uid, caller.gid);
+        if !readers.contains(&reader) && readers.len() < MAX_JUDGED_READERS {
+            readers.push(reader);
+        }
+    }
+
+    /// Whether `caller`'s reading of this version's inputs was judged and allowed.
+    fn was_judged(&self, caller: &Caller) -> bool {
+        caller.uid == 0
+            || self
+                .readers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(caller.uid, caller.gid))
+    }
 }
+
+/// Users remembered per variant inode as allowed to read its inputs; one beyond these is
+/// judged anew, and once the inputs moved on gets ESTALE instead of the old version.
+const MAX_JUDGED_READERS: usize = 8;
 
 /// The source's status as of `read`, a version read after `meta` was taken (only its size
 /// and times can differ: the file is the same inode).
@@ -90,6 +113,7 @@ impl ImgFs {
             Err(err) => return reply(Err(logged(path, err))),
         };
         let meta = inputs.source.meta;
+        let reader = Caller::new(caller.uid, caller.gid, 0);
         let (fs, path) = (self.clone(), path.to_path_buf());
         debug_assert_eq!(path.file_name(), Some(name));
         self.converter.convert(
@@ -113,9 +137,11 @@ impl ImgFs {
                         parent,
                         attr: Mutex::new(attr_of(ino)),
                         outdated: AtomicBool::new(false),
+                        readers: Mutex::default(),
                     });
                 let attr = attr_of(ino);
                 variant_of(&node).remember(attr);
+                variant_of(&node).judged(&reader);
                 reply(Ok(attr))
             },
         );
@@ -150,7 +176,10 @@ impl ImgFs {
             .resolve(&recipe.source, Links::Last, caller)
             .and_then(|found| Inputs::find(&self.root, found, &recipe.spec, caller));
         match found {
-            Ok(inputs) if inputs.version() == v.version => Ok(Some(inputs)),
+            Ok(inputs) if inputs.version() == v.version => {
+                v.judged(caller);
+                Ok(Some(inputs))
+            }
             Err(err @ Error::Denied(_)) => Err(err),
             _ => {
                 self.outdate(node, v);
@@ -236,7 +265,10 @@ impl ImgFs {
     }
 
     /// OPEN: this version's bytes, pinned. Once the inputs moved on they may only come
-    /// from the cache; if evicted, ESTALE: the kernel then looks the name up again and
+    /// from the cache, and only to a user this version's inputs were judged for while they
+    /// were current (whoever renames the source away must not be served a
+    /// variant made from a watermark image, or through a directory, only the user before
+    /// them could read). Otherwise ESTALE: the kernel then looks the name up again and
     /// opens the new version (open(2) retries once by itself), so no reader ever gets
     /// bytes that differ from the inode's size.
     pub(super) fn open_variant(
@@ -250,16 +282,21 @@ impl ImgFs {
             version: v.version.clone(),
             spec: recipe.canonical,
         });
+        let judged = v.was_judged(caller);
         let (fs, name) = (self.clone(), node.path.clone());
         self.this_version(caller, node, move |result| {
-            let cached = || key.ok().and_then(|key| fs.cache().get(&key));
+            let cached = || {
+                key.ok()
+                    .filter(|_| judged)
+                    .and_then(|key| fs.cache().get(&key))
+            };
             let found = result.map(|made| made.map(|(out, _)| Ok(out)).or_else(cached));
             let out = match found {
                 Ok(Some(Ok(out))) => out,
                 Ok(Some(Err(err))) | Err(err) => return reply(Err(err)),
                 Ok(None) => {
                     info!(
-                        "{}: this version of the source is gone from the cache: ESTALE",
+                        "{}: this version of the source is gone or not judged for this user: ESTALE",
                         name.display()
                     );
                     return reply(Err(Error::Stale(name.display().to_string())));

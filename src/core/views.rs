@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::FileType;
 
@@ -239,32 +239,50 @@ impl ImgFs {
     }
 
     /// READDIRPLUS of a view hands out each image with its attributes, so its conversion
-    /// must be done: those of one batch of entries (from `offset`) are started together,
-    /// run in parallel on the workers, and are waited for here. Answers by entry index.
+    /// must be done: those of one batch of entries (from `offset`) are started together and
+    /// run in parallel on the workers; `then` gets their answers, by entry index, from the
+    /// thread that answers last (at once if the batch has no image).
     pub(super) fn convert_view_batch(
         self: &Arc<Self>,
         caller: &Caller,
         (ino, node): (u64, &Node),
         listing: &Listing,
         offset: usize,
-    ) -> HashMap<usize, Result<Attr>> {
-        let (tx, rx) = mpsc::channel();
-        let batch = listing
+        then: impl FnOnce(HashMap<usize, Result<Attr>>) + Send + 'static,
+    ) {
+        let images: Vec<(usize, &DirEntry)> = listing
             .entries
             .iter()
             .enumerate()
             .skip(offset)
-            .take(VIEW_BATCH);
-        for (i, entry) in batch.filter(|(_, e)| e.source.is_some()) {
-            let tx = tx.clone();
+            .take(VIEW_BATCH)
+            .filter(|(_, e)| e.source.is_some())
+            .collect();
+        if images.is_empty() {
+            return then(HashMap::new());
+        }
+        // Every lookup answers exactly once (a dropped conversion answers EIO), so the
+        // last answer finds all the others here.
+        let batch = Arc::new(Mutex::new(Batch {
+            answers: HashMap::new(),
+            left: images.len(),
+            then: Some(Box::new(then)),
+        }));
+        for (i, entry) in images {
+            let batch = batch.clone();
             self.lookup_in_view(caller, (ino, node), &entry.name, move |result| {
-                let _ = tx.send((i, result));
+                let mut batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+                batch.answers.insert(i, result);
+                batch.left -= 1;
+                if batch.left == 0 {
+                    let (answers, then) = (std::mem::take(&mut batch.answers), batch.then.take());
+                    drop(batch);
+                    if let Some(then) = then {
+                        then(answers);
+                    }
+                }
             });
         }
-        drop(tx);
-        // Every lookup answers exactly once (a dropped conversion answers EIO), so this
-        // ends when the last answer's sender is gone.
-        rx.iter().collect()
     }
 
     /// OPENDIR of a view directory: its subdirectories and shown images.
@@ -297,6 +315,14 @@ impl ImgFs {
             view: true,
         })
     }
+}
+
+/// The answers of a view batch's conversions so far, and who gets them all.
+struct Batch {
+    answers: HashMap<usize, Result<Attr>>,
+    left: usize,
+    #[allow(clippy::type_complexity)]
+    then: Option<Box<dyn FnOnce(HashMap<usize, Result<Attr>>) + Send>>,
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use fuser::{
 };
 use tracing::{debug, info};
 
-use crate::core::{Attr, ImgFs, Kernel, OpenFile};
-use crate::error::{Errnos, Error};
+use crate::core::{Attr, DirReply, ImgFs, Kernel, Listed, OpenFile};
+use crate::error::{Errnos, Error, Result};
 use crate::source::Caller;
 use passthrough::{Passthrough, Served};
 
@@ -253,9 +253,9 @@ impl Filesystem for Fuse {
         reply.error(Errno::ENOSYS);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let errnos = self.errnos;
-        match self.fs.opendir(ino.0) {
+        match self.fs.opendir(&caller(req), ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(err) => reply.error(errno(&err, errnos)),
         }
@@ -267,19 +267,14 @@ impl Filesystem for Fuse {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let errnos = self.errnos;
-        let listed = self
-            .fs
-            .readdir(&caller(req), ino.0, fh.0, offset, false, |listed| {
-                let kind = file_type(listed.entry.kind);
-                reply.add(INodeNo(listed.ino), listed.next, kind, &listed.entry.name)
-            });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err, errnos)),
-        }
+        let listing = Listing {
+            reply,
+            errnos: self.errnos,
+        };
+        self.fs
+            .readdir(&caller(req), ino.0, fh.0, offset, false, listing);
     }
 
     fn readdirplus(
@@ -288,29 +283,15 @@ impl Filesystem for Fuse {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let errnos = self.errnos;
-        let ttl = self.ttl;
-        let listed = self
-            .fs
-            .readdir(&caller(req), ino.0, fh.0, offset, true, |listed| {
-                let Some(attr) = listed.attr else {
-                    return false;
-                };
-                reply.add(
-                    INodeNo(listed.ino),
-                    listed.next,
-                    &listed.entry.name,
-                    &ttl_of(&attr, ttl),
-                    &file_attr(&attr),
-                    Generation(0),
-                )
-            });
-        match listed {
-            Ok(()) => reply.ok(),
-            Err(err) => reply.error(errno(&err, errnos)),
-        }
+        let listing = ListingPlus {
+            reply,
+            errnos: self.errnos,
+            ttl: self.ttl,
+        };
+        self.fs
+            .readdir(&caller(req), ino.0, fh.0, offset, true, listing);
     }
 
     fn releasedir(
@@ -416,6 +397,57 @@ impl Filesystem for Fuse {
         reply: ReplyLseek,
     ) {
         reply.error(Errno::ENOSYS);
+    }
+}
+
+/// A READDIR reply as the core fills it.
+struct Listing {
+    reply: ReplyDirectory,
+    errnos: Errnos,
+}
+
+impl DirReply for Listing {
+    fn add(&mut self, listed: Listed<'_>) -> bool {
+        let kind = file_type(listed.entry.kind);
+        self.reply
+            .add(INodeNo(listed.ino), listed.next, kind, &listed.entry.name)
+    }
+
+    fn done(self, result: Result<()>) {
+        match result {
+            Ok(()) => self.reply.ok(),
+            Err(err) => self.reply.error(errno(&err, self.errnos)),
+        }
+    }
+}
+
+/// A READDIRPLUS reply as the core fills it: entries with their attributes.
+struct ListingPlus {
+    reply: ReplyDirectoryPlus,
+    errnos: Errnos,
+    ttl: Duration,
+}
+
+impl DirReply for ListingPlus {
+    fn add(&mut self, listed: Listed<'_>) -> bool {
+        let Some(attr) = listed.attr else {
+            return false;
+        };
+        self.reply.add(
+            INodeNo(listed.ino),
+            listed.next,
+            &listed.entry.name,
+            &ttl_of(&attr, self.ttl),
+            &file_attr(&attr),
+            Generation(0),
+        )
+    }
+
+    fn done(self, result: Result<()>) {
+        match result {
+            Ok(()) => self.reply.ok(),
+            Err(err) => self.reply.error(errno(&err, self.errnos)),
+        }
     }
 }
 

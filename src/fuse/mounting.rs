@@ -52,6 +52,26 @@ pub fn mount(
     styles: Styles,
     options: &MountOptions,
 ) -> io::Result<Mount> {
+    // Mounted below its own source, every walk of the tree would enter the mount again, each
+    // level holding a request thread of the mount itself, until none is left. Over the
+    // source itself is fine: the source is opened before the mount covers it.
+    let inside = match mountpoint.canonicalize() {
+        Ok(at) => match at.parent() {
+            Some(parent) => crate::source::within(parent, source)?,
+            None => None,
+        },
+        Err(_) => None, // no mountpoint: the mount itself says so
+    };
+    if let Some(at) = inside {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the mountpoint is inside the source directory (at {}): imgfs would serve \
+                 its own mount; choose a mountpoint outside it (or the source itself)",
+                at.display()
+            ),
+        ));
+    }
     let fs = ImgFs::new(source, settings, styles, options)?;
     let source_name = fs.root().path().as_os_str().to_os_string();
     let mut config = Config::default();

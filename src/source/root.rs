@@ -67,14 +67,27 @@ impl Found {
                 name.display()
             )));
         }
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        Ok(File::from(self.reopen(name, flags)?))
+    }
+
+    /// Opens this directory for listing, through the descriptor's /proc link as
+    /// [`Found::open`] does.
+    pub fn open_dir(&self, name: &Path) -> Result<OwnedFd> {
+        if !self.meta.is_dir() {
+            return Err(Error::NotFound(format!(
+                "{}: not a directory",
+                name.display()
+            )));
+        }
+        self.reopen(name, OFlags::RDONLY | OFlags::DIRECTORY)
+    }
+
+    /// This very inode opened with `flags`, through the descriptor's /proc link.
+    fn reopen(&self, name: &Path, flags: OFlags) -> Result<OwnedFd> {
         let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
-        let fd = rustix::fs::open(
-            link.as_str(),
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(name.display(), e.into()))?;
-        Ok(File::from(fd))
+        rustix::fs::open(link.as_str(), flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io(name.display(), e.into()))
     }
 
     /// The target of this symlink.

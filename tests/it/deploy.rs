@@ -174,3 +174,35 @@ fn unknown_option_values_fail_before_detaching() {
     assert!(!out.status.success(), "mount succeeded: {stderr}");
     assert!(stderr.contains("lots"), "{stderr}");
 }
+
+#[test]
+fn a_mountpoint_inside_the_source_is_refused() {
+    // Hostile review of 2026-12-03: below its own source, every walk of the tree entered
+    // the mount again, each level holding one of the mount's request threads.
+    let scratch = tempfile::tempdir().unwrap();
+    let source = scratch.path().join("photos");
+    fs::create_dir_all(source.join("sub/mnt")).unwrap();
+    fs::create_dir_all(scratch.path().join("mnt")).unwrap();
+    // Through a symlink too: judged by the directory, not by the name.
+    std::os::unix::fs::symlink(source.join("sub"), scratch.path().join("link")).unwrap();
+    for mountpoint in [source.join("sub/mnt"), scratch.path().join("link/mnt")] {
+        let out = Command::new(bin())
+            .arg("mount")
+            .arg(&source)
+            .arg(&mountpoint)
+            .arg("--no-disk-cache")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mounted: {stderr}");
+        assert!(
+            stderr.contains("the mountpoint is inside the source directory"),
+            "{stderr}"
+        );
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(
+            !mounts.contains(source.join("sub/mnt").to_str().unwrap()),
+            "{mounts}"
+        );
+    }
+}

@@ -110,3 +110,64 @@ fn tools_that_walk_directories_see_the_converted_tree() {
     );
     assert!(!m.path("@style,nope").exists());
 }
+
+#[test]
+fn a_view_listing_being_converted_never_holds_the_request_threads() {
+    // Hostile review of 2026-12-03: READDIRPLUS of a view waited for its batch of conversions
+    // on the request thread; with every request thread in such listings, even reads of
+    // originals waited. One request thread makes that certain.
+    let mut styles = Styles::default();
+    styles
+        .add("slow", "resize,p_99@format,heic@quality,Q_90")
+        .unwrap();
+    let options = MountOptions {
+        fuse_threads: 1,
+        jobs: 1,
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), styles, |src| {
+        fs::create_dir(src.join("many")).unwrap();
+        for i in 0..12 {
+            make_jpeg(&src.join(format!("many/{i:02}.jpg")), 1600, 1200);
+        }
+        fs::write(src.join("notes.txt"), b"original").unwrap();
+    });
+    let view = m.path("@style,slow/many");
+    let listing = std::thread::spawn(move || {
+        let out = Command::new("ls").arg("-l").arg(&view).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    });
+    // Once the listing's conversions run (counted in the metrics file), an original reads
+    // while they are still running.
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = fs::read_to_string(m.path(".imgfs/metrics")).unwrap();
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("imgfs_conversions_total") && !l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(fs::read(m.path("notes.txt")).unwrap(), b"original");
+    assert!(
+        !listing.is_finished(),
+        "the listing ended first: the test proves nothing"
+    );
+    let listed = listing.join().unwrap();
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(".heic")).count(),
+        12,
+        "{listed}"
+    );
+}

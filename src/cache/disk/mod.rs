@@ -65,41 +65,15 @@ fn check_private(dir: &Path) -> io::Result<()> {
 /// identity (device and inode) along its existing ancestors, so a symlink or a bind mount
 /// into the source counts: nothing under the source is ever written.
 pub fn refuse_inside(dir: &Path, source: &Path) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    use std::path::Component;
-    let source = std::fs::metadata(source)?;
-    // `dir` as creating it would resolve it: each part that exists with its symlinks
-    // followed, and `..` after a part yet to be made taking that part away again.
-    let mut at = PathBuf::from("/");
-    for part in std::path::absolute(dir)?.components() {
-        match part {
-            Component::ParentDir => {
-                at.pop();
-            }
-            Component::Normal(name) => {
-                at.push(name);
-                if at.exists() {
-                    at = at.canonicalize()?;
-                }
-            }
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    loop {
-        if let Ok(meta) = std::fs::metadata(&at) {
-            if (meta.dev(), meta.ino()) == (source.dev(), source.ino()) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "inside the source directory (at {}), which imgfs never writes; choose a cache directory outside it",
-                        at.display()
-                    ),
-                ));
-            }
-        }
-        if !at.pop() {
-            return Ok(());
-        }
+    match crate::source::within(dir, source)? {
+        Some(at) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "inside the source directory (at {}), which imgfs never writes; choose a cache directory outside it",
+                at.display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
