@@ -6,6 +6,18 @@ use crate::error::{Error, Result};
 /// this default is written.
 pub const DEFAULT_MAX_SOURCE_BYTES: &str = "20MB";
 
+/// Largest colour (ICC) profile a source may carry, in bytes; a larger one is EFBIG. Real
+/// profiles are 0.5–600 KB (large printer profiles reach about 2 MB); a PNG stores its
+/// profile deflated, so without a bound a 1 MB file could make the decoder inflate 1 GB
+/// before any memory estimate.
+pub const MAX_ICC_BYTES: usize = 4 << 20;
+
+/// Largest EXIF block carried into an output or shown by `info`, in bytes; a larger one is
+/// dropped (with a log line), the image converted without it. A JPEG's EXIF is at most
+/// 64 KB (one APP1 segment); PNG, WebP, HEIF and TIFF may hold more, and parsing costs
+/// about 100 bytes of memory per 12-byte field.
+pub const MAX_EXIF_BYTES: usize = 1 << 20;
+
 /// Defaults are OSS's (docs/operations.md, "Limits"); every field is a CLI option, whose
 /// default is read from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::codec::{self, Header};
 use super::{Metadata, Output, Settings};
 use crate::error::Result;
+use crate::limits::MAX_EXIF_BYTES;
 
 /// Describes the source file itself (a bare `info`: only the header is read).
 pub(super) fn describe(
@@ -55,6 +56,13 @@ fn render(file_size: usize, header: &Header, exif: Option<&[u8]>) -> Output {
 
 /// Every EXIF field of the primary image (IFD0, Exif and GPS IFDs) as OSS names them.
 fn exif_fields(tiff: &[u8]) -> Vec<(String, String)> {
+    if tiff.len() > MAX_EXIF_BYTES {
+        tracing::info!(
+            "EXIF of {} bytes not shown: the limit is {MAX_EXIF_BYTES}",
+            tiff.len()
+        );
+        return Vec::new();
+    }
     let Ok(exif) = exif::Reader::new().read_raw(tiff.to_vec()) else {
         return Vec::new();
     };

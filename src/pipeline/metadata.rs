@@ -5,10 +5,13 @@
 //! dropped, never copied. ICC profiles are not decided here: they define the colours, and
 //! every output that can hold one keeps it.
 
+use std::collections::HashSet;
 use std::io::Cursor;
 
 use exif::experimental::Writer;
 use exif::{Context, Field, In, Reader, Tag, Value};
+
+use crate::limits::MAX_EXIF_BYTES;
 
 /// Which outputs carry the source's EXIF (docs/benchmarks.md, "Metadata").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +74,13 @@ const NEVER: [Tag; 7] = [
 /// The EXIF (raw TIFF) that `target` carries from the source's `exif`, or None. A rights
 /// notice stays with every copy (as imgproxy keeps it): stripped outputs keep Copyright.
 pub(super) fn carried(exif: &[u8], policy: Metadata, target: &Target) -> Option<Vec<u8>> {
+    if exif.len() > MAX_EXIF_BYTES {
+        tracing::info!(
+            "EXIF of {} bytes dropped: the limit is {MAX_EXIF_BYTES}",
+            exif.len()
+        );
+        return None;
+    }
     let all = policy.keeps(target.source, target.size);
     // Fields that parse are kept even if others do not: one bad entry in a phone's EXIF
     // should not cost the photo its date.
@@ -90,13 +100,14 @@ pub(super) fn carried(exif: &[u8], policy: Metadata, target: &Target) -> Option<
         },
     };
     let mut fields: Vec<Field> = Vec::new();
+    let mut tags = HashSet::new();
     for field in parsed.fields() {
         let wanted = field.ifd_num == In::PRIMARY
             && !matches!(field.value, Value::Unknown(..))
             && !NEVER.contains(&field.tag)
             && (all || field.tag == Tag::Copyright)
             // A damaged file may repeat a tag; a writer must not.
-            && !fields.iter().any(|f| f.tag == field.tag);
+            && tags.insert(field.tag);
         if wanted {
             fields.push(adjusted(field.clone(), target));
         }

@@ -86,6 +86,27 @@ fn png_claiming(width: u32, height: u32, depth: u8, color: u8) -> Vec<u8> {
     png
 }
 
+/// A 1×1 PNG whose colour profile (iCCP) inflates to `inflated` zero bytes: deflated, about
+/// a thousandth of that.
+fn png_with_profile(inflated: usize) -> Vec<u8> {
+    let mut iccp = b"bomb\0\0".to_vec();
+    let mut deflate = fdeflate::Compressor::new(&mut iccp).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..inflated / zeros.len() {
+        deflate.write_data(&zeros).unwrap();
+    }
+    deflate.finish().unwrap();
+    let mut png = png_claiming(1, 1, 8, 2);
+    let ihdr_end = 8 + 12 + 13;
+    let mut chunk = (iccp.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"iCCP");
+    chunk.extend_from_slice(&iccp);
+    let crc = crc32(&chunk[4..]);
+    chunk.extend_from_slice(&crc.to_be_bytes());
+    png.splice(ihdr_end..ihdr_end, chunk);
+    png
+}
+
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in bytes {
@@ -389,6 +410,10 @@ fn huge_headers_are_refused_fast_without_allocating() {
         fs::write(src.join("frames.gif"), gif_claiming(4000, 4000, 20)).unwrap();
         // VP8L sides stop at 16384 (and image-webp 0.2.4 reads 16384 as 0): 16383² > 250 M px.
         fs::write(src.join("pixels.webp"), webp_claiming(src, 16383, 16383)).unwrap();
+        // Hostile review of 2026-12-03: 1 GiB of colour profile in a PNG of about 1 MB.
+        let profile = png_with_profile(1 << 30);
+        assert!(profile.len() < 8 << 20, "{} bytes", profile.len());
+        fs::write(src.join("profile.png"), profile).unwrap();
         fs::write(src.join("ok.jpg"), &small).unwrap();
     });
     let hwm_before = vm_hwm_kb();
@@ -405,6 +430,7 @@ fn huge_headers_are_refused_fast_without_allocating() {
         "pixels.gif",
         "frames.gif",
         "pixels.webp",
+        "profile.png",
     ] {
         for spec in [
             "format,png",

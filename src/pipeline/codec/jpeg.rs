@@ -121,6 +121,12 @@ fn icc_profile(bytes: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// Scans a progressive JPEG may have: each scan is a pass over the whole coefficient buffer,
+/// so a small file of thousands of tiny scans would keep a worker busy for minutes
+/// (libjpeg-turbo's "Two Issues with the JPEG Standard"). Encoders write 10 (libjpeg's
+/// script) to about 20 (mozjpeg); more is refused (EIO) before it is decoded further.
+pub const MAX_SCANS: u32 = 100;
+
 pub(super) fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<Decoded> {
     let (icc, exif) = metadata(bytes);
     let mut decompressor = Decompressor::new().map_err(|e| decode_error(Format::Jpeg, e))?;
@@ -137,6 +143,9 @@ pub(super) fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> R
     let factor = scaling_factor(header.width, header.height, request.min_size);
     decompressor
         .set_scaling_factor(factor)
+        .map_err(|e| decode_error(Format::Jpeg, e))?;
+    decompressor
+        .set_scan_limit(MAX_SCANS)
         .map_err(|e| decode_error(Format::Jpeg, e))?;
     let scaled = info.scaled(factor);
     let (width, height) = (scaled.width, scaled.height);
@@ -357,6 +366,49 @@ fn luma_table(bytes: &[u8]) -> Option<[u16; 64]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_progressive_jpeg_of_more_scans_than_the_limit_is_refused() {
+        // Hostile review of 2026-12-03: no scan limit was set.
+        let rgb = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        let mut c = Compressor::new().unwrap();
+        c.set_progressive(true).unwrap();
+        let jpeg = c
+            .compress_to_vec(turbojpeg::Image {
+                pixels: rgb.as_raw().as_slice(),
+                width: 64,
+                pitch: 64 * 3,
+                height: 48,
+                format: PixelFormat::RGB,
+            })
+            .unwrap();
+        // The last scan (from its SOS marker to EOI), repeated: libjpeg-turbo warns of a
+        // bogus progression and goes on, scan after scan, to the end of the file (TurboJPEG
+        // reports the warning only then).
+        let sos = jpeg.windows(2).rposition(|m| m == [0xFF, 0xDA]).unwrap();
+        let (body, eoi) = jpeg.split_at(jpeg.len() - 2);
+        let with_scans = |copies: usize| {
+            let mut out = body.to_vec();
+            for _ in 0..copies {
+                out.extend_from_slice(&body[sos..]);
+            }
+            out.extend_from_slice(eoi);
+            out
+        };
+        let header = probe(&jpeg).unwrap();
+        let full = DecodeRequest {
+            min_size: None,
+            auto_orient: true,
+        };
+        let message = |copies| match decode(&with_scans(copies), &header, full) {
+            Ok(_) => String::new(),
+            Err(err) => err.to_string(),
+        };
+        let few = message(5);
+        assert!(few.contains("progression"), "{few}");
+        let many = message(MAX_SCANS as usize);
+        assert!(many.contains("more than 100 scans"), "{many}");
+    }
 
     #[test]
     fn a_progressive_decode_costs_its_whole_coefficient_buffer() {

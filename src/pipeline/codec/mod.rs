@@ -11,6 +11,7 @@ use image::metadata::Orientation;
 use image::DynamicImage;
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_ICC_BYTES;
 use crate::spec::Format;
 
 pub use heif::{x265_preset, DEFAULT_HEIC_PRESET, HEIC_PRESETS};
@@ -178,6 +179,13 @@ pub fn decode(bytes: &[u8], header: &Header, request: DecodeRequest) -> Result<D
         Format::Heic | Format::Avif => heif::decode(bytes, request)?,
         _ => raster::decode(bytes, header.format)?,
     };
+    if let Some(icc) = decoded.icc.as_ref().filter(|icc| icc.len() > MAX_ICC_BYTES) {
+        return Err(Error::TooLarge(format!(
+            "{}: a colour profile of {} bytes, the limit is {MAX_ICC_BYTES}",
+            header.format.name(),
+            icc.len()
+        )));
+    }
     Ok(Decoded {
         image: normalize(decoded.image),
         ..decoded

@@ -11,6 +11,7 @@ use img_parts::{Bytes, ImageEXIF, ImageICC};
 
 use super::{decode_error, encode_error, Decoded, EncodeRequest, Header};
 use crate::error::{Error, Result};
+use crate::limits::MAX_ICC_BYTES;
 use crate::spec::Format;
 
 fn image_format(format: Format) -> ImageFormat {
@@ -35,11 +36,53 @@ pub(crate) fn decoder_limits() -> image::Limits {
     limits
 }
 
-fn reader(bytes: &[u8], format: Format) -> ImageReader<Cursor<&[u8]>> {
+fn reader(bytes: &[u8], format: Format) -> Result<ImageReader<Cursor<&[u8]>>> {
+    if format == Format::Png {
+        check_png_profile(bytes)?;
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), image_format(format));
     // The header was checked against our limits already; these catch what a header hides.
     reader.limits(decoder_limits());
-    reader
+    Ok(reader)
+}
+
+/// A PNG's colour profile is deflated (iCCP), and the png crate inflates it as it reads
+/// the header, before any estimate, up to the decoder's whole budget: a 1 MB file can
+/// hold a 1 GB profile. Refused here, before a decoder exists, beyond [`MAX_ICC_BYTES`].
+fn check_png_profile(bytes: &[u8]) -> Result<()> {
+    let Some(chunk) = png_chunk(bytes, b"iCCP") else {
+        return Ok(());
+    };
+    // Profile name (1–79 bytes), NUL, compression method (0: zlib), then the stream.
+    let stream = chunk
+        .iter()
+        .position(|&b| b == 0)
+        .and_then(|nul| chunk.get(nul + 2..))
+        .unwrap_or_default();
+    match fdeflate::decompress_to_vec_bounded(stream, MAX_ICC_BYTES) {
+        Err(fdeflate::BoundedDecompressionError::OutputTooLarge { .. }) => Err(Error::TooLarge(
+            format!("PNG colour profile (iCCP) inflates past {MAX_ICC_BYTES} bytes"),
+        )),
+        // A damaged profile is the decoder's to judge (it ignores one it cannot read).
+        _ => Ok(()),
+    }
+}
+
+/// The data of the first chunk of `kind` before the image data, if any.
+fn png_chunk<'a>(bytes: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
+    let mut at = 8; // the signature
+    loop {
+        let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+        let name = bytes.get(at + 4..at + 8)?;
+        if name == b"IDAT" || name == b"IEND" {
+            return None;
+        }
+        let data = bytes.get(at + 8..(at + 8).checked_add(len)?)?;
+        if name == kind {
+            return Some(data);
+        }
+        at += 12 + len; // length, type, data, CRC
+    }
 }
 
 /// A decoder refusing on its own limits (a header claiming more than `max_alloc`) is the
@@ -55,7 +98,7 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
     if format == Format::Jpeg {
         return super::jpeg::probe(bytes);
     }
-    let mut decoder = reader(bytes, format)
+    let mut decoder = reader(bytes, format)?
         .into_decoder()
         .map_err(|e| image_error(format, e))?;
     let (width, height) = decoder.dimensions();
@@ -75,12 +118,12 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
 }
 
 pub(super) fn read_exif(bytes: &[u8], format: Format) -> Option<Vec<u8>> {
-    let mut decoder = reader(bytes, format).into_decoder().ok()?;
+    let mut decoder = reader(bytes, format).ok()?.into_decoder().ok()?;
     decoder.exif_metadata().ok().flatten()
 }
 
 pub(super) fn decode(bytes: &[u8], format: Format) -> Result<Decoded> {
-    let mut decoder = reader(bytes, format)
+    let mut decoder = reader(bytes, format)?
         .into_decoder()
         .map_err(|e| image_error(format, e))?;
     let icc = decoder.icc_profile().ok().flatten();
@@ -239,6 +282,35 @@ mod tests {
             probe(&png[..20], Format::Png).unwrap_err().errno(),
             libc::EIO
         );
+    }
+
+    #[test]
+    fn a_png_colour_profile_that_inflates_past_the_limit_is_refused_before_decoding() {
+        // Hostile review of 2026-12-03: the png crate inflated a deflated iCCP chunk up to
+        // the decoder's 1 GiB budget while reading the header, before any estimate.
+        let with_profile = |profile_len: usize| {
+            let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+            let mut ihdr = 1u32.to_be_bytes().to_vec();
+            ihdr.extend_from_slice(&1u32.to_be_bytes());
+            ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+            chunk(&mut png, b"IHDR", &ihdr);
+            let mut iccp = b"bomb\0\0".to_vec();
+            iccp.extend(fdeflate::compress_to_vec(&vec![0; profile_len]));
+            chunk(&mut png, b"iCCP", &iccp);
+            chunk(&mut png, b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]);
+            chunk(&mut png, b"IEND", &[]);
+            png
+        };
+        let bomb = with_profile(MAX_ICC_BYTES + 1);
+        assert!(bomb.len() < MAX_ICC_BYTES / 100, "{} bytes", bomb.len());
+        for refused in [
+            probe(&bomb, Format::Png).err(),
+            decode(&bomb, Format::Png).err(),
+        ] {
+            let err = refused.expect("refused");
+            assert_eq!(err.errno(), libc::EFBIG, "{err}");
+        }
+        assert!(probe(&with_profile(MAX_ICC_BYTES), Format::Png).is_ok());
     }
 
     /// Found by fuzzing: an 8×10 GIF whose first frame claims 29798×28793 px asked the
