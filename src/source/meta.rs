@@ -1,6 +1,8 @@
 //! A file's status as imgfs uses it, and its identity (what makes a version of it).
 
-use rustix::fs::{FileType, Stat};
+use std::os::fd::AsFd;
+
+use rustix::fs::{AtFlags, FileType, Stat, StatxFlags};
 
 /// The fields of `struct stat` that imgfs reports or compares, arch-independent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,9 +20,44 @@ pub struct Meta {
     pub atime: (i64, u32),
     pub mtime: (i64, u32),
     pub ctime: (i64, u32),
+    /// Birth time, (0, 0) where the file system does not keep one: no user can set it, and
+    /// a new file on a reused inode number gets a new one.
+    pub btime: (i64, u32),
 }
 
 impl Meta {
+    /// The status of the file `fd` is open on, birth time included (statx).
+    pub fn of(fd: impl AsFd) -> rustix::io::Result<Meta> {
+        let st = rustix::fs::statx(
+            fd,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )?;
+        let time = |t: rustix::fs::StatxTimestamp| (t.tv_sec, t.tv_nsec);
+        let btime = if st.stx_mask & StatxFlags::BTIME.bits() != 0 {
+            time(st.stx_btime)
+        } else {
+            (0, 0)
+        };
+        Ok(Meta {
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            mode: u32::from(st.stx_mode),
+            nlink: st.stx_nlink,
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+            size: st.stx_size,
+            blksize: st.stx_blksize,
+            blocks: st.stx_blocks,
+            atime: time(st.stx_atime),
+            mtime: time(st.stx_mtime),
+            ctime: time(st.stx_ctime),
+            btime,
+        })
+    }
+
     // The casts widen or reinterpret `struct stat`'s per-arch integer types.
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     pub fn from_stat(st: &Stat) -> Meta {
@@ -38,6 +75,7 @@ impl Meta {
             atime: (st.st_atime as i64, st.st_atime_nsec as u32),
             mtime: (st.st_mtime as i64, st.st_mtime_nsec as u32),
             ctime: (st.st_ctime as i64, st.st_ctime_nsec as u32),
+            btime: (0, 0),
         }
     }
 
@@ -63,6 +101,7 @@ impl Meta {
             ino: self.ino,
             size: self.size,
             mtime_ns: i128::from(self.mtime.0) * 1_000_000_000 + i128::from(self.mtime.1),
+            btime_ns: i128::from(self.btime.0) * 1_000_000_000 + i128::from(self.btime.1),
         }
     }
 }
@@ -85,15 +124,63 @@ impl Meta {
             atime: (0, 0),
             mtime: (0, 0),
             ctime: (0, 0),
+            btime: (0, 0),
         }
     }
 }
 
 /// One file's identity: when any of it changes, what was made from the file is stale.
+/// Size and mtime can be set by the file's owner, and inode numbers are reused: the birth
+/// time (which nobody can set) tells a new file on an old number from the old file, so a
+/// file made to look like another user's cannot be served that user's variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Identity {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
+    /// 0 where the file system keeps no birth time.
+    pub btime_ns: i128,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_on_a_reused_inode_with_the_old_size_and_mtime_is_another_identity() {
+        // Hostile review of 2026-12-03: the identity was (device, inode, size, mtime), all
+        // of which the owner of a new file can match once a victim's file is deleted (its
+        // inode number is often reused at once), so the victim's cached variants were served
+        // for it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jpg");
+        let identity = || {
+            Meta::of(std::fs::File::open(&path).unwrap())
+                .unwrap()
+                .identity()
+        };
+        std::fs::write(&path, b"victim").unwrap();
+        let victim = identity();
+        assert_ne!(victim.btime_ns, 0, "this file system keeps birth times");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        for _ in 0..100 {
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, b"forged").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(mtime).unwrap();
+            drop(file);
+            let forged = identity();
+            if forged.ino == victim.ino {
+                assert_eq!(
+                    (forged.size, forged.mtime_ns),
+                    (victim.size, victim.mtime_ns)
+                );
+                assert_ne!(forged, victim, "the forged file passes for the victim's");
+                return;
+            }
+        }
+        panic!("no inode number was reused in 100 tries: nothing was shown");
+    }
 }

@@ -16,11 +16,7 @@ const ATTEMPTS: u32 = 5;
 /// reading it. The bytes are one version of the file: if it changes while being read, it
 /// is read again; if it never holds still, EIO.
 pub fn read_file(file: &File, name: &Path, limits: &Limits) -> Result<(Vec<u8>, Identity)> {
-    let stat = |file: &File| {
-        rustix::fs::fstat(file)
-            .map(|st| Meta::from_stat(&st))
-            .map_err(|e| Error::io(name.display(), e.into()))
-    };
+    let stat = |file: &File| Meta::of(file).map_err(|e| Error::io(name.display(), e.into()));
     for attempt in 0..ATTEMPTS {
         let before = stat(file)?;
         if !before.is_file() {

@@ -42,11 +42,8 @@ pub struct Found {
 
 impl Found {
     fn of(fd: OwnedFd) -> Result<Found> {
-        let meta = rustix::fs::fstat(&fd).map_err(|e| Error::io("fstat", e.into()))?;
-        Ok(Found {
-            fd,
-            meta: Meta::from_stat(&meta),
-        })
+        let meta = Meta::of(&fd).map_err(|e| Error::io("statx", e.into()))?;
+        Ok(Found { fd, meta })
     }
 
     /// A file named at the command line, links followed (the person's own choice).

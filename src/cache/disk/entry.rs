@@ -26,8 +26,12 @@ const FIXED: usize = 8 + 4 + 8 + 8 + 4;
 /// mount's settings shapes the bytes, see `pipeline::Settings::fingerprint`), because the
 /// directory outlives a mount and may be shared by mounts with other settings.
 pub fn serialize_key(key: &Key, context: &str) -> Vec<u8> {
-    let identity =
-        |i: &crate::source::Identity| format!("{} {} {} {}", i.dev, i.ino, i.size, i.mtime_ns);
+    let identity = |i: &crate::source::Identity| {
+        format!(
+            "{} {} {} {} {}",
+            i.dev, i.ino, i.size, i.mtime_ns, i.btime_ns
+        )
+    };
     let mut text = format!(
         "imgfs {FORMAT_VERSION}\n{context}\nsource {}\n",
         identity(&key.version.source)
@@ -173,6 +177,7 @@ mod tests {
             ino,
             size: 100,
             mtime_ns: 1_700_000_000_000_000_001,
+            btime_ns: 1_600_000_000_000_000_000,
         };
         Key {
             version: Version {
