@@ -246,10 +246,7 @@ fn a_watermark_or_link_target_the_caller_may_not_read_refuses_the_variant() {
     mode("private", 0o700);
     let fs = mount(src);
     // The files are the test's; someone else asks.
-    let ours = std::fs::metadata(src.join("base.png")).unwrap();
-    let (me, my_group) = (ours.uid(), ours.gid());
-    let other = Caller::new(if me == 65534 { 65533 } else { 65534 }, 65534, 0);
-    let owner = Caller::new(me, my_group, 0);
+    let (owner, other) = owner_and_other(src);
     let stamped = |path: &str| format!("base.png@{}@format,png", mark(path));
     for (name, owners) in [
         (stamped("open/secret.png"), 0),

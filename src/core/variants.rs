@@ -52,10 +52,10 @@ impl VariantNode {
         *self.attr.lock().unwrap_or_else(|e| e.into_inner()) = attr;
     }
 
-    /// Records that `caller` may read this version's inputs (judged while they are current).
-    fn judged(&self, caller: &Caller) {
+    /// Records that `reader` (uid, gid) may read this version's inputs (judged while they
+    /// are current).
+    fn judged(&self, reader: (u32, u32)) {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let reader = (caller.uid, caller.gid);
         if !readers.contains(&reader) && readers.len() < MAX_JUDGED_READERS {
             readers.push(reader);
         }
@@ -113,7 +113,7 @@ impl ImgFs {
             Err(err) => return reply(Err(logged(path, err))),
         };
         let meta = inputs.source.meta;
-        let reader = Caller::new(caller.uid, caller.gid, 0);
+        let reader = (caller.uid, caller.gid);
         let (fs, path) = (self.clone(), path.to_path_buf());
         debug_assert_eq!(path.file_name(), Some(name));
         self.converter.convert(
@@ -141,7 +141,7 @@ impl ImgFs {
                     });
                 let attr = attr_of(ino);
                 variant_of(&node).remember(attr);
-                variant_of(&node).judged(&reader);
+                variant_of(&node).judged(reader);
                 reply(Ok(attr))
             },
         );
@@ -177,7 +177,7 @@ impl ImgFs {
             .and_then(|found| Inputs::find(&self.root, found, &recipe.spec, caller));
         match found {
             Ok(inputs) if inputs.version() == v.version => {
-                v.judged(caller);
+                v.judged((caller.uid, caller.gid));
                 Ok(Some(inputs))
             }
             Err(err @ Error::Denied(_)) => Err(err),
