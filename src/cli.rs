@@ -118,8 +118,9 @@ pub struct MountArgs {
 pub struct DiskCacheArgs {
     /// Directory of the disk cache, which keeps converted variants across remounts and
     /// crashes (created with mode 0700; it needs user extended attributes, as ext4, xfs,
-    /// btrfs and tmpfs have). It must be this user's, writable by no one else, and outside
-    /// the source tree: otherwise it is not used. Mounts of one user may share one.
+    /// btrfs and tmpfs have). It must be this user's, writable by no one else, below
+    /// directories only root or this user can change (or sticky, as /tmp), and outside the
+    /// source tree: otherwise it is not used. Mounts of one user may share one.
     /// Default: /var/cache/imgfs as root, else $XDG_CACHE_HOME/imgfs, else ~/.cache/imgfs.
     #[arg(long, value_name = "DIR")]
     pub disk_cache: Option<PathBuf>,

@@ -12,7 +12,8 @@
 //! after writing a quarter of the bound, so the others' entries count against it too.
 //!
 //! The checksum guards against damage, not forgery, so the directory must be private to
-//! the user imgfs runs as ([`check_private`]) and outside the source tree ([`refuse_inside`]).
+//! the user imgfs runs as, on a path only it and root can change ([`check_private`],
+//! [`check_ancestors`]), and outside the source tree ([`refuse_inside`]).
 
 mod entry;
 mod index;
@@ -40,25 +41,52 @@ fn check_private(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(dir)?;
     let me = rustix::process::geteuid().as_raw();
-    let refuse = |why: String| {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{why}: whoever can write here could plant the bytes every reader is served; use a directory of this user's that only it can write"),
-        ))
-    };
     if meta.uid() != me {
-        return refuse(format!(
+        return refuse_shared(format!(
             "owned by uid {}, not by this process's uid {me}",
             meta.uid()
         ));
     }
     if meta.mode() & 0o022 != 0 {
-        return refuse(format!(
+        return refuse_shared(format!(
             "writable by group or others (mode {:o})",
             meta.mode() & 0o7777
         ));
     }
     Ok(())
+}
+
+/// Refuses a directory (a canonical path) that another user could move away and replace
+/// with one of theirs: each ancestor must be owned by root or this process's user and, if
+/// others may write it, sticky (as /tmp is), so nobody renames an entry they do not own.
+/// The rule OpenSSH applies to `authorized_keys` and sudo to its files.
+fn check_ancestors(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    for ancestor in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)?;
+        let at = ancestor.display();
+        if meta.uid() != 0 && meta.uid() != me {
+            return refuse_shared(format!(
+                "its ancestor {at} is owned by uid {}, who could replace it",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            return refuse_shared(format!(
+                "its ancestor {at} is writable by group or others and not sticky (mode {:o}), so they could replace it",
+                meta.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn refuse_shared(why: String) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{why}: whoever can write here could plant the bytes every reader is served; use a directory of this user's that only it can write"),
+    ))
 }
 
 /// Refuses a cache directory in the source tree, `source` itself or below it, judged by
@@ -165,9 +193,11 @@ impl DiskCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        // Canonical: a detached mount leaves its working directory, and a symbolic link on
+        // the way, once resolved, cannot be pointed elsewhere later.
+        let dir = &dir.canonicalize()?;
         check_private(dir)?;
-        // Absolute: a detached mount leaves its working directory.
-        let dir = &std::path::absolute(dir)?;
+        check_ancestors(dir)?;
         let cache = DiskCache {
             dir: dir.to_path_buf(),
             capacity,

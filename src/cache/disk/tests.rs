@@ -217,6 +217,42 @@ fn a_directory_others_may_write_is_refused() {
 }
 
 #[test]
+fn a_directory_whose_ancestor_others_could_replace_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let cache = shared.join("mine/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(shared.join("mine"), &link).unwrap();
+    // Anyone may rename `mine` away and put their own in its place.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for path in [cache.clone(), link.join("cache")] {
+        let Err(err) = DiskCache::open(&path, 1 << 30, "settings".into()) else {
+            panic!("{} was taken", path.display());
+        };
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            err.to_string()
+                .contains(&format!("ancestor {} is writable", shared.display())),
+            "{err}"
+        );
+    }
+    // Sticky, as /tmp is: nobody renames an entry they do not own.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(DiskCache::open(&cache, 1 << 30, "settings".into()).is_ok());
+    // An ancestor another user owns, they may make writable.
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).unwrap();
+        let Err(err) = DiskCache::open(&cache, 1 << 30, "settings".into()) else {
+            panic!("{} was taken", cache.display());
+        };
+        assert!(err.to_string().contains("is owned by uid 65534"), "{err}");
+    }
+}
+
+#[test]
 fn a_directory_another_user_owns_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let theirs = dir.path().join("theirs");
