@@ -1,8 +1,10 @@
 //! Where log lines go: stderr in the foreground; for a detached mount, the systemd journal
 //! (or syslog where there is no journal) as well, and stderr only until it detaches.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{filter, fmt, EnvFilter, Layer};
@@ -23,7 +25,7 @@ pub fn init(verbose: u8, daemon: bool) {
     };
     let level = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let stderr = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(OneLine(std::io::stderr))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         // A daemon tells the terminal only what went wrong; the journal gets the rest.
@@ -63,14 +65,122 @@ where
     )?;
     Some(
         fmt::layer()
-            .with_writer(writer)
+            .with_writer(OneLine(writer))
             .with_ansi(false)
             .with_target(false)
             .without_time(),
     )
 }
 
+/// Makes writers that keep each event on one line: line breaks and other control characters
+/// inside it are escaped (`\n`, `\x07`). File names are anyone's to choose and go into log
+/// lines; one with a newline must not start a line that reads as imgfs's own. The journal
+/// needs no such care: it stores each event as one entry, whatever its message holds.
+struct OneLine<M>(M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
+    type Writer = OneLineWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OneLineWriter(self.0.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        OneLineWriter(self.0.make_writer_for(meta))
+    }
+}
+
+/// Escapes what [`OneLine`] says in each write but its last byte, the event's own newline:
+/// the formatter writes an event in one piece.
+struct OneLineWriter<W>(W);
+
+impl<W: Write> Write for OneLineWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.split_last() {
+            Some((b'\n', body)) => (body, &b"\n"[..]),
+            _ => (buf, &b""[..]),
+        };
+        let mut line = Vec::with_capacity(buf.len());
+        escape_into(body, &mut line, true);
+        line.extend_from_slice(end);
+        self.0.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `text` with its line breaks and control characters escaped, as [`OneLine`] writes it:
+/// for lines printed outside the log (`warm`'s summary) that carry file names.
+pub fn one_line(text: &str) -> String {
+    let mut line = Vec::with_capacity(text.len());
+    escape_into(text.as_bytes(), &mut line, false);
+    // Only ASCII bytes were replaced, by ASCII.
+    String::from_utf8(line).expect("still UTF-8")
+}
+
+/// `colours`: ESC passes, as it starts the formatter's colours (which escapes any ESC inside
+/// a field itself).
+fn escape_into(text: &[u8], line: &mut Vec<u8>, colours: bool) {
+    for &byte in text {
+        match byte {
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            b'\t' => line.push(byte),
+            0x1b if colours => line.push(byte),
+            0..=0x1f | 0x7f => line.extend_from_slice(format!("\\x{byte:02x}").as_bytes()),
+            _ => line.push(byte),
+        }
+    }
+}
+
 /// The process let go of the terminal: stop writing to stderr.
 pub fn detached() {
     DETACHED.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_with_a_newline_cannot_start_a_log_line_of_its_own() {
+        let mut out = OneLineWriter(Vec::new());
+        let event = b"INFO a\nWARN forged\r\x07\tend\n";
+        assert_eq!(out.write(event).unwrap(), event.len());
+        assert_eq!(out.0, b"INFO a\\nWARN forged\\r\\x07\tend\n");
+        // Through the formatter, as a mount logs a file name.
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let subscriber = fmt()
+            .with_writer(OneLine(move || Sink(sink.clone())))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                "{}: not an image",
+                "a.jpg\n2026-12-03T00:00:00Z WARN forged"
+            );
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("a.jpg\\n2026"), "{text}");
+        // Printed outside the log, an ESC is escaped too.
+        assert_eq!(one_line("a\x1b[2Jb\n"), "a\\x1b[2Jb\\n");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

@@ -116,7 +116,7 @@ impl Progress {
             ByteSize(counts.written),
         );
         for failure in &counts.failed {
-            println!("  failed: {failure}");
+            println!("  failed: {}", crate::logging::one_line(failure));
         }
         counts.failed.len()
     }

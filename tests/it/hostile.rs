@@ -911,6 +911,48 @@ fn long_names_and_names_with_at_spaces_and_unicode() {
     assert_mount_alive(&m, "base.jpg@resize,w_10");
 }
 
+/// A file name is anyone's to choose, and a mount logs the name of a file it cannot convert:
+/// a newline in the name must not start a line that reads as the mount's own.
+#[test]
+fn a_name_with_a_newline_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, mnt, log) = (
+        dir.path().join("src"),
+        dir.path().join("mnt"),
+        dir.path().join("mount.log"),
+    );
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    let forged = "2026-12-03T00:00:00.000000Z ERROR forged";
+    let name = format!("x.jpg\n{forged}.jpg");
+    fs::write(src.join(&name), b"not an image").unwrap();
+    let mut child = Command::new(crate::common::bin())
+        .args(["mount", "--no-disk-cache"])
+        .args([&src, &mnt])
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !crate::common::is_mounted(&mnt) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = fs::read(mnt.join(format!("{name}@resize,w_10")));
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = child.wait();
+    assert_eq!(errno_of(read), EIO, "not an image");
+    let text = fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("x.jpg"))
+        .unwrap_or_else(|| panic!("no log line for the file: {text}"));
+    assert!(
+        line.contains(&format!("x.jpg\\n{forged}.jpg@resize,w_10")),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with(forged)), "{text}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Security (docs/filesystem.md, "Names"; docs/operations.md, watermark `image_`).
 
