@@ -9,7 +9,7 @@ use crate::error::Errnos;
 use crate::limits::{Limits, DEFAULT_MAX_SOURCE_BYTES};
 use crate::options::{
     DiskCacheOptions, DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_DISK_CACHE_SIZE,
-    DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS,
+    DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS, DEFAULT_LISTING_MEMORY,
 };
 use crate::pipeline::{Metadata, Qualities, Settings};
 use crate::spec::Styles;
@@ -74,6 +74,11 @@ pub struct MountArgs {
     /// Default: jobs × 80MiB.
     #[arg(long, value_parser = parse_size)]
     pub convert_memory: Option<u64>,
+    /// Memory for directory listings, all held together: each open directory keeps its
+    /// listing until closed (about 100 bytes an entry), and each whole-tree view directory
+    /// the kernel holds keeps its names. An opendir past it is ENOMEM.
+    #[arg(long, default_value = DEFAULT_LISTING_MEMORY, value_parser = parse_size)]
+    pub listing_memory: u64,
     /// Threads answering kernel requests (reads of originals and cached variants).
     #[arg(long, default_value_t = DEFAULT_FUSE_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fuse_threads: u16,

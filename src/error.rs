@@ -37,6 +37,10 @@ pub enum Error {
     /// retries (open(2) does so once by itself). ESTALE.
     #[error("stale: {0}")]
     Stale(String),
+    /// The memory set aside for this kind of request is in use (directory listings past
+    /// `--listing-memory`): opendir(3)'s own errno for it. ENOMEM.
+    #[error("out of memory: {0}")]
+    NoMemory(String),
     /// Reading failed for a reason of the machine's (kept for the log line). EIO.
     #[error("{message}")]
     Io { errno: i32, message: String },
@@ -64,6 +68,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EFBIG => "EFBIG",
         libc::ESTALE => "ESTALE",
         libc::EROFS => "EROFS",
+        libc::ENOMEM => "ENOMEM",
         _ => "EIO",
     }
 }
@@ -80,6 +85,7 @@ impl Error {
             Error::NameTooLong(_) => libc::ENAMETOOLONG,
             Error::TooLarge(_) => libc::EFBIG,
             Error::Stale(_) => libc::ESTALE,
+            Error::NoMemory(_) => libc::ENOMEM,
             Error::Decode(_) | Error::Encode(_) | Error::Io { .. } => libc::EIO,
         }
     }
@@ -134,6 +140,7 @@ impl Error {
             Error::NameTooLong(m) => Error::NameTooLong(with(m)),
             Error::TooLarge(m) => Error::TooLarge(with(m)),
             Error::Stale(m) => Error::Stale(with(m)),
+            Error::NoMemory(m) => Error::NoMemory(with(m)),
             Error::Decode(m) => Error::Decode(with(m)),
             Error::Encode(m) => Error::Encode(with(m)),
             Error::Io { errno, message } => Error::Io {

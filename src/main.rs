@@ -129,6 +129,7 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
         passthrough: !args.no_passthrough,
         errors: args.errors,
         disk_cache: (!args.no_disk_cache).then(|| args.disk.options()),
+        listing_bytes: args.listing_memory,
     };
     let mounted = imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options)
         .map_err(|e| {

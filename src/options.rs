@@ -17,6 +17,8 @@ pub const DEFAULT_FUSE_THREADS: u16 = 4;
 pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
 /// `--error-timeout`'s default.
 pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(10);
+/// `--listing-memory`'s default, as the command line shows it: about two million entries.
+pub const DEFAULT_LISTING_MEMORY: &str = "256MiB";
 /// `--disk-cache-size`' default, as the command line shows it.
 pub const DEFAULT_DISK_CACHE_SIZE: &str = "4GiB";
 
@@ -77,6 +79,8 @@ pub struct MountOptions {
     pub errors: Errnos,
     /// The disk tier under the memory cache; None = off.
     pub disk_cache: Option<DiskCacheOptions>,
+    /// Bound of the memory all directory listings hold together.
+    pub listing_bytes: u64,
 }
 
 impl Default for MountOptions {
@@ -93,6 +97,8 @@ impl Default for MountOptions {
             passthrough: true,
             errors: Errnos::Precise,
             disk_cache: Some(DiskCacheOptions::default()),
+            listing_bytes: crate::cli::parse_size(DEFAULT_LISTING_MEMORY)
+                .expect("DEFAULT_LISTING_MEMORY is a size"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Open files and directory listings, by handle number.
+//! Open files and directory listings, by handle number, and the memory listings hold.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::fs::FileType;
 
 use crate::cache::Converted;
+use crate::error::{Error, Result};
 use crate::source::Meta;
 
 /// What an open file reads.
@@ -48,6 +49,14 @@ pub struct DirEntry {
     pub source: Option<OsString>,
 }
 
+impl DirEntry {
+    /// What the entry holds in memory, counted against [`ListedBytes`].
+    pub fn cost(&self) -> u64 {
+        let source = self.source.as_ref().map_or(0, |s| s.len());
+        (std::mem::size_of::<DirEntry>() + self.name.len() + source) as u64
+    }
+}
+
 /// A directory as listed at opendir, and its descriptor, so readdirplus stats its entries
 /// relative to it (never through a path).
 pub struct Listing {
@@ -57,13 +66,63 @@ pub struct Listing {
     pub entries: Vec<DirEntry>,
     /// A directory of a whole-tree view.
     pub view: bool,
+    /// The entries' memory, counted until the handle is released (held for its drop).
+    pub _charge: Charge,
 }
 
-#[derive(Default)]
+/// The memory all directory listings hold (open directory handles, and the names of the
+/// whole-tree view directories the kernel holds), bounded by `--listing-memory`: a
+/// directory of a million entries lists into about 100 MiB, and anyone may open it many
+/// times over.
+#[derive(Debug)]
+pub struct ListedBytes {
+    held: AtomicU64,
+    bound: u64,
+}
+
+/// Bytes of one listing in [`ListedBytes`], given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    account: Arc<ListedBytes>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Counts `bytes` more before they are spent; past the bound, ENOMEM for listing `dir`.
+    pub fn add(&mut self, bytes: u64, dir: &std::path::Path) -> Result<()> {
+        let account = &self.account;
+        let held = account.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if held > account.bound {
+            account.held.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Error::NoMemory(format!(
+                "{}: not listed: the directory listings held open would pass {} (--listing-memory)",
+                dir.display(),
+                bytesize::ByteSize(account.bound)
+            )));
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Counts every entry of `entries`, in order.
+    pub fn add_all(&mut self, entries: &[DirEntry], dir: &std::path::Path) -> Result<()> {
+        entries
+            .iter()
+            .try_for_each(|entry| self.add(entry.cost(), dir))
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.account.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 pub struct Handles {
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next: AtomicU64,
+    listed: Arc<ListedBytes>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,6 +131,33 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Handles {
+    /// Handles whose listings hold at most `listing_bytes` together.
+    pub fn new(listing_bytes: u64) -> Handles {
+        Handles {
+            files: Mutex::default(),
+            dirs: Mutex::default(),
+            next: AtomicU64::new(0),
+            listed: Arc::new(ListedBytes {
+                held: AtomicU64::new(0),
+                bound: listing_bytes,
+            }),
+        }
+    }
+
+    /// An empty charge for a listing about to be made.
+    pub fn charge(&self) -> Charge {
+        Charge {
+            account: self.listed.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes the listings hold now.
+    #[cfg(test)]
+    pub fn listed_bytes(&self) -> u64 {
+        self.listed.held.load(Ordering::Relaxed)
+    }
+
     fn next_number(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }

@@ -33,16 +33,18 @@ impl ImgFs {
         let dir = self.source_for(caller, &node)?.open_dir(&node.path)?;
         let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
         let meta = Meta::from_stat(&rustix::fs::fstat(&dir).map_err(io)?);
-        let mut entries = Vec::new();
+        let (mut entries, mut charge) = (Vec::new(), self.handles.charge());
         for entry in rustix::fs::Dir::read_from(&dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            entries.push(DirEntry {
+            let entry = DirEntry {
                 name: name.to_os_string(),
                 kind: entry.file_type(),
                 source_ino: entry.ino(),
                 source: None,
-            });
+            };
+            charge.add(entry.cost(), &node.path)?;
+            entries.push(entry);
         }
         // `.` and `..` first, the rest in the order the source file system lists them.
         entries.sort_by_key(|e| !matches!(e.name.as_bytes(), b"." | b".."));
@@ -51,6 +53,7 @@ impl ImgFs {
             meta,
             entries,
             view: false,
+            _charge: charge,
         }))
     }
 

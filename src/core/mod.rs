@@ -134,7 +134,7 @@ impl ImgFs {
             styles,
             converter: Converter::new(settings, (cache, disk), gate, options.jobs)?,
             inodes: Mutex::new(Table::new(&root_meta)),
-            handles: Handles::default(),
+            handles: Handles::new(options.listing_bytes),
             kernel: OnceLock::new(),
             forgotten: AtomicUsize::new(1),
             snapshots: own_files::Snapshots::default(),

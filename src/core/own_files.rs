@@ -8,6 +8,7 @@
 //! the attributes are volatile (the kernel keeps none), so open then fstat agree.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -130,11 +131,14 @@ impl ImgFs {
         for (name, own) in OwnFile::LISTED {
             entries.push(entry(name, FileType::RegularFile, own));
         }
+        let mut charge = self.handles.charge();
+        charge.add_all(&entries, Path::new(OWN_DIR))?;
         Ok(Listing {
             dir: None,
             meta,
             entries,
             view: false,
+            _charge: charge,
         })
     }
 

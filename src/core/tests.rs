@@ -486,3 +486,42 @@ fn an_outdated_variant_is_served_from_the_cache_only_to_whom_its_inputs_were_jud
     assert_eq!(fs.read(fh, 0, u32::MAX).unwrap().bytes(), &marked[..]);
     fs.release(fh);
 }
+
+/// Hostile review of 2026-12-03: each open directory handle kept its whole listing, and
+/// nothing bounded them together (a directory of a million entries lists into ~100 MiB).
+#[test]
+fn directory_listings_held_open_are_bounded_together_and_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir(src.join("big")).unwrap();
+    for i in 0..100 {
+        std::fs::write(src.join(format!("big/{i:036}.png")), b"").unwrap();
+    }
+    let mut styles = Styles::default();
+    styles.add("small", "resize,w_2").unwrap();
+    let options = MountOptions {
+        jobs: 2,
+        disk_cache: None,
+        // One listing of `big` (100 entries of ~100 bytes) fits, two do not.
+        listing_bytes: 16 << 10,
+        ..MountOptions::default()
+    };
+    let fs = ImgFs::new(src, Default::default(), styles, &options).unwrap();
+    let root = Caller::root();
+    let big = lookup(&fs, &root, "big").unwrap().ino;
+    let first = fs.opendir(&root, big).unwrap();
+    assert_eq!(errno(fs.opendir(&root, big)), libc::ENOMEM);
+    let view = lookup(&fs, &root, "@style,small/big").unwrap().ino;
+    let refused = fs.opendir(&root, view).map(|_| ()).unwrap_err();
+    assert_eq!(refused.errno(), libc::ENOMEM, "views count: {refused}");
+    // A small directory still lists, and a closed handle gives its bytes back.
+    assert_eq!(entries(&fs, &root, ROOT, false).len(), 3);
+    fs.releasedir(first);
+    // What is left: the names of the view's top directory (`big`), held with its inode.
+    assert!(
+        fs.handles.listed_bytes() < 100,
+        "{}",
+        fs.handles.listed_bytes()
+    );
+    assert_eq!(entries(&fs, &root, big, false).len(), 102);
+}

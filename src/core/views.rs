@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use rustix::fs::FileType;
 
-use super::handles::{DirEntry, Listing};
+use super::handles::{Charge, DirEntry, Listing};
 use super::inodes::{Kind, Node};
 use super::{logged, Attr, ImgFs};
 use crate::error::{Error, Result};
@@ -105,12 +105,14 @@ pub struct ViewDirNode {
 }
 
 /// What one view directory shows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ViewNames {
     /// Images: shown name → source name.
     pub files: BTreeMap<OsString, OsString>,
     /// Subdirectories, by their source name and inode number there.
     pub dirs: BTreeMap<OsString, u64>,
+    /// The names' memory, counted while the kernel holds the directory (held for its drop).
+    _charge: Charge,
 }
 
 /// The style of a view path (`@style,NAME/a/b`) and the source directory it mirrors (`a/b`).
@@ -159,6 +161,10 @@ impl ImgFs {
         let fd = self.root.open_dir(&dir)?;
         let io = |e: rustix::io::Errno| Error::io(dir.display(), e.into());
         let (mut images, mut dirs) = (Vec::new(), BTreeMap::new());
+        let mut charge = self.handles.charge();
+        // An image's name is kept twice (shown and source), a map entry costs about a
+        // listing entry.
+        let cost = |name: &OsStr, times: usize| (size_of::<DirEntry>() + times * name.len()) as u64;
         for entry in rustix::fs::Dir::read_from(&fd).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
@@ -175,15 +181,20 @@ impl ImgFs {
             };
             match kind {
                 FileType::Directory => {
+                    charge.add(cost(name, 1), &node.path)?;
                     dirs.insert(name.to_os_string(), entry.ino());
                 }
-                FileType::RegularFile if is_image(name) => images.push(name.to_os_string()),
+                FileType::RegularFile if is_image(name) => {
+                    charge.add(cost(name, 2), &node.path)?;
+                    images.push(name.to_os_string());
+                }
                 _ => {}
             }
         }
         let names = Arc::new(ViewNames {
             files: shown_names(images, extension),
             dirs,
+            _charge: charge,
         });
         *held = Some((meta.identity(), names.clone()));
         Ok((meta, names))
@@ -295,24 +306,29 @@ impl ImgFs {
             source_ino: meta.ino,
             source: None,
         };
-        let mut entries = vec![dot("."), dot("..")];
-        entries.extend(names.dirs.iter().map(|(name, &ino)| DirEntry {
+        let (mut entries, mut charge) = (vec![dot("."), dot("..")], self.handles.charge());
+        let dirs = names.dirs.iter().map(|(name, &ino)| DirEntry {
             name: name.clone(),
             kind: FileType::Directory,
             source_ino: ino,
             source: None,
-        }));
-        entries.extend(names.files.iter().map(|(shown, source)| DirEntry {
+        });
+        let files = names.files.iter().map(|(shown, source)| DirEntry {
             name: shown.clone(),
             kind: FileType::RegularFile,
             source_ino: meta.ino,
             source: Some(source.clone()),
-        }));
+        });
+        for entry in dirs.chain(files) {
+            charge.add(entry.cost(), &node.path)?;
+            entries.push(entry);
+        }
         Ok(Listing {
             dir: Some(self.root.open_dir(&dir)?),
             meta,
             entries,
             view: true,
+            _charge: charge,
         })
     }
 }

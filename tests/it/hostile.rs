@@ -911,6 +911,44 @@ fn long_names_and_names_with_at_spaces_and_unicode() {
     assert_mount_alive(&m, "base.jpg@resize,w_10");
 }
 
+/// Each open directory holds its listing: past `--listing-memory` together, opendir is
+/// ENOMEM (not a mount grown by the size of a huge directory times its openers), and a
+/// closed one gives its share back.
+#[test]
+fn directory_listings_held_open_are_bounded() {
+    let options = MountOptions {
+        listing_bytes: 64 << 10,
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::create_dir(src.join("big")).unwrap();
+        for i in 0..400 {
+            fs::write(src.join(format!("big/{i:036}.txt")), b"").unwrap();
+        }
+    });
+    let big = m.mnt.join("big");
+    let first = fs::read_dir(&big).unwrap();
+    assert_eq!(errno_of(fs::read_dir(&big)), libc::ENOMEM);
+    assert_eq!(
+        fs::read_dir(&m.mnt).unwrap().count(),
+        1,
+        "a small one lists"
+    );
+    drop(first);
+    // The kernel sends RELEASEDIR after close(2) returns.
+    let started = Instant::now();
+    let listed = loop {
+        match fs::read_dir(&big) {
+            Ok(entries) => break entries.count(),
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(err) => panic!("still refused: {err}"),
+        }
+    };
+    assert_eq!(listed, 400);
+}
+
 /// A file name is anyone's to choose, and a mount logs the name of a file it cannot convert:
 /// a newline in the name must not start a line that reads as the mount's own.
 #[test]
