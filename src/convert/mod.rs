@@ -52,6 +52,15 @@ impl Inputs {
         version_of(&self.source, &self.marks)
     }
 
+    /// The bytes reading every input takes, as found (a larger file is refused as read).
+    pub fn bytes(&self, limits: &Limits) -> u64 {
+        let marks = self.marks.iter().map(|(_, mark)| &mark.meta);
+        std::iter::once(&self.source.meta)
+            .chain(marks)
+            .map(|meta| meta.size.min(limits.max_source_bytes))
+            .sum()
+    }
+
     /// Reads every input: the source's bytes, the marks', and the version they are.
     pub fn read(&self, name: &Path, limits: &Limits) -> Result<(Vec<u8>, Marks, Version)> {
         let (source, identity) = read_file(&self.source.open(name)?, name, limits)?;
@@ -230,9 +239,18 @@ impl Converter {
             let _span = tracing::debug_span!("convert", name = %name.display()).entered();
             let mut read = None;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Counted before it is read; grown to the estimate once the header is known.
+                let reserved = gate.reserve(inputs.bytes(&settings.limits));
                 let (source, marks, version) = inputs.read(&name, &settings.limits)?;
                 read = Some(version);
-                pipeline::convert_into(&source, &marks, &spec, &settings, Some(&gate), Stored::new)
+                pipeline::convert_into(
+                    &source,
+                    &marks,
+                    &spec,
+                    &settings,
+                    Some(reserved),
+                    Stored::new,
+                )
             }))
             .unwrap_or_else(|_| Err(Error::Decode("the conversion panicked".into())));
             log_outcome(&name, &result, started);

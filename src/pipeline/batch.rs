@@ -34,7 +34,15 @@ pub fn convert_each(
         let (spec, marks) = jobs[index];
         each(
             index,
-            convert_into(source, marks, spec, settings, gate, |o| o),
+            // The source was read by the caller; the marks are counted by the estimate.
+            convert_into(
+                source,
+                marks,
+                spec,
+                settings,
+                gate.map(|g| g.reserve(0)),
+                |o| o,
+            ),
         )
     };
     let Ok(header) = probe(source, &settings.limits) else {

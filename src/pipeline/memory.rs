@@ -8,7 +8,7 @@
 use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_EXIF_BYTES};
 use crate::spec::{Format, Op, Spec, Watermark, WatermarkContent};
 
 use super::codec::{Cost, Header};
@@ -18,6 +18,12 @@ use super::watermark::{self, LayerPlan};
 const MIB: u64 = 1 << 20;
 /// Per conversion besides pixels: codec contexts, tables, thread stacks.
 const FIXED: u64 = 4 * MIB;
+
+/// Peak bytes `info` holds: the source, and its EXIF parsed (about 100 bytes per 12-byte
+/// field, so 9 times [`MAX_EXIF_BYTES`] at most).
+pub fn estimate_info(source_len: usize) -> u64 {
+    source_len as u64 + FIXED + 9 * MAX_EXIF_BYTES as u64
+}
 
 /// Peak bytes a conversion holds: the source bytes and every image mark's file bytes (all
 /// read before the conversion starts and held to its end), plus the largest of the decode,
@@ -160,6 +166,12 @@ pub fn estimate_animation(source_len: usize, header: &Header) -> u64 {
 
 /// Admits conversions in arrival order while the sum of their estimates fits the budget;
 /// one larger than the whole budget runs alone.
+///
+/// A conversion is admitted twice: first for its input files' bytes, before it reads them
+/// ([`MemoryGate::reserve`]), then for its whole estimate, known once the header is read
+/// ([`Reservation::grow`]). Growing comes before any new admission, and when every running
+/// conversion waits to grow, the first of them goes on over the budget: each holds only
+/// what it has read, and waiting on one another would be a deadlock.
 #[derive(Debug)]
 pub struct MemoryGate {
     budget: u64,
@@ -181,12 +193,17 @@ impl std::fmt::Debug for WaitObserver {
 struct GateState {
     in_use: u64,
     running: usize,
-    /// The most conversions admitted at once (statistics, tests).
+    /// The most conversions admitted at once, and the most bytes held (statistics, tests).
     most_running: usize,
+    most_in_use: u64,
     /// Tickets: the next to hand out, and the one whose turn it is (first come, first served,
     /// so a stream of small conversions cannot starve a large one).
     next: u64,
     turn: u64,
+    /// Running conversions waiting to grow, and their own tickets (first come, first served).
+    growing: usize,
+    next_grow: u64,
+    grow_turn: u64,
 }
 
 /// Memory a running conversion holds in the gate's account until it is dropped.
@@ -225,6 +242,11 @@ impl MemoryGate {
         self.lock().most_running
     }
 
+    /// The most bytes held at once.
+    pub fn most_in_use(&self) -> u64 {
+        self.lock().most_in_use
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
         // Every update is one step: a panic elsewhere leaves the numbers consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -236,10 +258,14 @@ impl MemoryGate {
         let mut state = self.lock();
         let ticket = state.next;
         state.next += 1;
-        while state.turn != ticket || (state.in_use > 0 && state.in_use + bytes > self.budget) {
+        while state.turn != ticket
+            || state.growing > 0
+            || (state.in_use > 0 && state.in_use + bytes > self.budget)
+        {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.in_use += bytes;
+        state.most_in_use = state.most_in_use.max(state.in_use);
         state.running += 1;
         state.most_running = state.most_running.max(state.running);
         state.turn += 1;
@@ -256,6 +282,40 @@ impl MemoryGate {
             observe(arrived.elapsed());
         }
         Reservation { gate: self, bytes }
+    }
+}
+
+impl Reservation<'_> {
+    /// Waits until the reservation may hold `bytes` (what it holds already counted, so a
+    /// conversion never waits on itself), then holds them; a smaller `bytes` keeps what is
+    /// held. See [`MemoryGate`] for the order.
+    pub fn grow(&mut self, bytes: u64) {
+        let Some(extra) = bytes.checked_sub(self.bytes).filter(|&extra| extra > 0) else {
+            return;
+        };
+        let gate = self.gate;
+        let mut state = gate.lock();
+        let ticket = state.next_grow;
+        state.next_grow += 1;
+        state.growing += 1;
+        while state.grow_turn != ticket
+            || (state.in_use + extra > gate.budget && state.running > state.growing)
+        {
+            state = gate.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.growing -= 1;
+        state.grow_turn += 1;
+        state.in_use += extra;
+        state.most_in_use = state.most_in_use.max(state.in_use);
+        tracing::debug!(
+            "conversion grown to {} MiB, {} of {} MiB in use",
+            bytes >> 20,
+            state.in_use >> 20,
+            gate.budget >> 20
+        );
+        drop(state);
+        gate.changed.notify_all();
+        self.bytes = bytes;
     }
 }
 
@@ -332,6 +392,58 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), ["big", "small"]);
     }
 
+    /// Hostile review of 2026-12-03: a conversion read its source and watermark files (up to
+    /// 4 × 20 MB) before the gate counted a byte of them.
+    #[test]
+    fn growing_comes_before_new_admissions_and_growers_never_wait_on_each_other() {
+        let gate = MemoryGate::new(100);
+        // Both hold what they read; together they cannot grow to 80 and 90 within 100, and
+        // each waiting on the other would be a deadlock: the first goes on over the budget.
+        std::thread::scope(|scope| {
+            for (read, estimate) in [(10u64, 80u64), (20, 90)] {
+                let mut held = gate.reserve(read);
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(10));
+                    held.grow(estimate);
+                    std::thread::sleep(Duration::from_millis(10));
+                });
+            }
+        });
+        assert_eq!(gate.in_use(), 0);
+        assert!(gate.most_in_use() <= 90 + 10, "{}", gate.most_in_use());
+        // A grower waits for a running conversion to end, and nothing new is admitted
+        // while it waits, though it would fit.
+        let admitted = std::sync::atomic::AtomicBool::new(false);
+        let grown_before = gate.lock().grow_turn;
+        std::thread::scope(|scope| {
+            let running = gate.reserve(60);
+            let mut grower = gate.reserve(10);
+            let (gate, admitted) = (&gate, &admitted);
+            scope.spawn(move || {
+                grower.grow(50);
+                grower.grow(20); // smaller: keeps what it holds
+                assert!(gate.in_use() >= 50);
+            });
+            while gate.lock().growing == 0 {
+                std::thread::yield_now();
+            }
+            scope.spawn(move || {
+                let _held = gate.reserve(5);
+                assert_eq!(
+                    gate.lock().grow_turn,
+                    grown_before + 1,
+                    "admitted before the grower grew"
+                );
+                admitted.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(30));
+            assert!(!admitted.load(Ordering::SeqCst));
+            drop(running);
+        });
+        assert!(admitted.load(Ordering::SeqCst));
+        assert_eq!(gate.in_use(), 0);
+    }
+
     #[test]
     fn the_output_is_kept_while_the_conversion_still_holds_its_memory() {
         let gate = Arc::new(MemoryGate::new(1 << 30));
@@ -345,7 +457,7 @@ mod tests {
             &Default::default(),
             &spec("format,bmp"),
             &settings,
-            Some(&gate),
+            Some(gate.reserve(png.len() as u64)),
             |out| (out.bytes.len(), gate.in_use()),
         )
         .unwrap();
@@ -569,10 +681,10 @@ mod tests {
             &Default::default(),
             &spec(&text(",size_1000")),
             &settings,
-            Some(&gate),
+            Some(gate.reserve(png.len() as u64)),
             |out| out,
         );
         assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
-        assert_eq!(gate.most_running(), 0);
+        assert_eq!(gate.most_in_use(), png.len() as u64, "never grown");
     }
 }

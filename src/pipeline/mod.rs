@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::spec::{Format, Op, OutputKind, Quality, Spec, WatermarkContent};
 use codec::{DecodeRequest, EncodeRequest, Header};
-use memory::{MarkSource, MemoryGate, Reservation};
+use memory::{MarkSource, Reservation};
 pub use metadata::Metadata;
 
 /// Default quality per lossy format when the request has no `quality` (docs/benchmarks.md, "Default qualities").
@@ -155,19 +155,20 @@ pub fn convert(source: &[u8], marks: &Marks, spec: &Spec, settings: &Settings) -
     convert_into(source, marks, spec, settings, None, |output| output)
 }
 
-/// Like [`convert`], admitted by `gate` (shared by the conversions of a mount: each waits
-/// until its memory estimate fits), and hands the output to `keep` while the conversion's
-/// memory is still reserved: moving the output elsewhere (the cache's memory file) holds
-/// it twice for a moment, which the conversion's estimate covers, since its frames are freed.
+/// Like [`convert`], within `reserved` (admitted by the mount's [`MemoryGate`] for the
+/// input files' bytes before they were read), which grows to the conversion's estimate
+/// once the header is known; hands the output to `keep` while that memory is still
+/// reserved: moving the output elsewhere (the cache's memory file) holds it twice for a
+/// moment, which the conversion's estimate covers, since its frames are freed.
 pub fn convert_into<T>(
     source: &[u8],
     marks: &Marks,
     spec: &Spec,
     settings: &Settings,
-    gate: Option<&MemoryGate>,
+    reserved: Option<Reservation<'_>>,
     keep: impl FnOnce(Output) -> T,
 ) -> Result<T> {
-    let (output, _reserved) = convert_reserved(source, marks, spec, settings, gate)?;
+    let (output, _reserved) = convert_reserved(source, marks, spec, settings, reserved)?;
     Ok(keep(output))
 }
 
@@ -176,18 +177,26 @@ fn convert_reserved<'g>(
     marks: &Marks,
     spec: &Spec,
     settings: &Settings,
-    gate: Option<&'g MemoryGate>,
+    mut reserved: Option<Reservation<'g>>,
 ) -> Result<(Output, Option<Reservation<'g>>)> {
     let header = probe(source, &settings.limits)?;
+    let mut grow = |bytes| {
+        if let Some(reserved) = &mut reserved {
+            reserved.grow(bytes);
+        }
+    };
+    if !spec.needs_pixels() {
+        grow(memory::estimate_info(source.len()));
+    }
     match plan(source, &header, marks, spec, settings)? {
-        Plan::Described(output) => Ok((output, None)),
+        Plan::Described(output) => Ok((output, reserved)),
         Plan::Animated { format, estimate } => {
-            let reserved = gate.map(|g| g.reserve(estimate));
+            grow(estimate);
             let output = convert_animation(source, marks, spec, settings, &header, format)?;
             Ok((output, reserved))
         }
         Plan::Still(plan) => {
-            let reserved = gate.map(|g| g.reserve(plan.estimate));
+            grow(plan.estimate);
             let mut decoded = decode_still(source, &header, &plan)?;
             let image = std::mem::replace(&mut decoded.image, DynamicImage::new_rgb8(0, 0));
             let output = finish(

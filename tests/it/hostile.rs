@@ -1069,6 +1069,35 @@ fn symlinks_out_of_the_root_are_shown_but_never_read_through() {
     );
 }
 
+/// Hostile review of 2026-12-03: a conversion read its source and watermark files (up to
+/// 4 × 20 MB) before the memory gate counted a byte of them.
+#[test]
+fn a_conversion_reads_nothing_before_its_bytes_are_counted() {
+    let options = MountOptions {
+        convert_memory: Some(4 << 20),
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        make_jpeg(&src.join("photo.jpg"), 600, 400)
+    });
+    let mut watch = Watch::new(&m.source.join("photo.jpg"));
+    let everything = m.memory_gate.reserve(4 << 20);
+    let reader = {
+        let path = m.path("photo.jpg@resize,w_10");
+        std::thread::spawn(move || fs::read(path))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        watch.events(),
+        0,
+        "the source was opened before it was counted"
+    );
+    drop(everything);
+    let out = reader.join().unwrap().unwrap();
+    assert_eq!(image::load_from_memory(&out).unwrap().width(), 10);
+    assert!(watch.events() > 0);
+}
+
 #[test]
 fn watermark_paths_cannot_leave_the_root() {
     let m = Mount::new_with_files(|src| {
