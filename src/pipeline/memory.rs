@@ -8,7 +8,7 @@
 use std::sync::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::limits::{Limits, MAX_EXIF_BYTES};
+use crate::limits::{Limits, MAX_EXIF_BYTES, MAX_ICC_BYTES};
 use crate::spec::{Format, Op, Spec, Watermark, WatermarkContent};
 
 use super::codec::{Cost, Header};
@@ -26,7 +26,8 @@ pub fn estimate_info(source_len: usize) -> u64 {
 }
 
 /// Peak bytes a conversion holds: the source bytes and every image mark's file bytes (all
-/// read before the conversion starts and held to its end), plus the largest of the decode,
+/// read before the conversion starts and held to its end), the metadata carried
+/// ([`metadata_bytes`]), plus the largest of the decode,
 /// each operation (input and output frames both alive, and a watermark's decode and layer
 /// beside them) and the encode. `marks` are the image marks' sources in the order of their
 /// operations.
@@ -93,7 +94,23 @@ pub fn estimate(
     }
     peak = peak.max(encode(format, size, bpp == 4));
     let files = source_len as u64 + all_marks.iter().map(|m| m.len as u64).sum::<u64>();
-    Ok(files + peak + FIXED)
+    Ok(files + metadata_bytes(source_len, source_format) + peak + FIXED)
+}
+
+/// The colour profile and EXIF a decode carries to the encoder, held from the decode to the
+/// end, and the encoder's own copy of them. A PNG stores its profile deflated, so it may
+/// inflate to the profile limit from any file; every other format stores both as they are,
+/// within the source's bytes (a JPEG's EXIF in one 64 KB segment).
+fn metadata_bytes(source_len: usize, format: Format) -> u64 {
+    let icc = match format {
+        Format::Png => MAX_ICC_BYTES,
+        _ => source_len.min(MAX_ICC_BYTES),
+    };
+    let exif = match format {
+        Format::Jpeg => source_len.min(64 << 10),
+        _ => source_len.min(MAX_EXIF_BYTES),
+    };
+    2 * (icc + exif) as u64
 }
 
 /// What the estimate knows of an image mark's file before it is decoded.
@@ -519,7 +536,18 @@ mod tests {
         )
         .unwrap();
         let resized = 4000 * 2667 * 3;
-        assert_eq!(half, 10 + frame + resized + FIXED);
+        assert_eq!(
+            half,
+            10 + metadata_bytes(10, Format::Jpeg) + frame + resized + FIXED
+        );
+        // Hostile review of 2026-12-03: a PNG's colour profile may inflate to 4 MiB from a
+        // small file, and it and the EXIF were carried to the encoder uncounted.
+        assert_eq!(metadata_bytes(10, Format::Jpeg), 2 * (10 + 10));
+        assert!(metadata_bytes(1000, Format::Png) >= 2 * MAX_ICC_BYTES as u64);
+        assert_eq!(
+            metadata_bytes(100 << 20, Format::Jpeg),
+            2 * (MAX_ICC_BYTES as u64 + (64 << 10))
+        );
         // A progressive decode's coefficients count even when the rest is small.
         let coefficients = 3 * frame;
         let progressive = estimate(
