@@ -49,9 +49,21 @@ pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result
     // Longest prefix first: `logo@2x.png@format,webp` is `logo@2x.png` converted. Why
     // the longest prefix that exists could not be the source is the answer if none can.
     let mut reason = None;
+    let mut walked = None;
     for at in (1..bytes.len()).rev().filter(|&i| bytes[i] == b'@') {
-        let source = dir.join(OsStr::from_bytes(&bytes[..at]));
-        match root.resolve(&source, Links::Last, caller) {
+        let prefix = OsStr::from_bytes(&bytes[..at]);
+        let source = dir.join(prefix);
+        // The directory is walked to once for every candidate (hostile review of
+        // 2026-12-03: each walked the whole path again, up to 127 times per name).
+        let walked = match &mut walked {
+            Some(walked) => walked,
+            None => match root.walk_to(dir, caller) {
+                Ok(found) => walked.insert(found),
+                Err(err @ Error::Denied(_)) => return Err(err),
+                Err(_) => break, // gone: no candidate can be there
+            },
+        };
+        match root.resolve_in(walked, prefix, &source, Links::Last, caller) {
             Ok(found) if found.meta.is_file() => {
                 let spec = OsStr::from_bytes(&bytes[at + 1..]);
                 return Ok(Resolved::Variant {
@@ -109,6 +121,29 @@ mod tests {
         let err = resolved(&root, "out@format,png").err().unwrap();
         assert_eq!(err.errno(), libc::ENOENT);
         assert!(err.to_string().contains("outside the source root"), "{err}");
+    }
+
+    /// Hostile review of 2026-12-03: every `@` candidate walked the whole path again from
+    /// the root, so a name of 127 `@` deep down cost 127 walks of the path.
+    #[test]
+    fn the_directory_is_walked_once_for_every_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = "d/".repeat(30);
+        std::fs::create_dir_all(dir.path().join(&deep)).unwrap();
+        std::fs::write(dir.path().join(&deep).join("a.png"), b"x").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let name = format!("a.png{}", "@".repeat(120));
+        let steps = || crate::source::STEPS.with(|steps| steps.get());
+        let before = steps();
+        let resolved = resolve(
+            &root,
+            Path::new(deep.trim_end_matches('/')),
+            OsStr::new(&name),
+            &Caller::root(),
+        );
+        assert!(matches!(resolved, Ok(Resolved::Variant { .. })));
+        let taken = steps() - before;
+        assert!(taken <= 30 + 121, "{taken} steps");
     }
 
     #[test]

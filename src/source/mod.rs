@@ -15,6 +15,8 @@ mod root;
 pub use access::Caller;
 pub use meta::{Identity, Meta};
 pub use read::{read_file, read_range};
+#[cfg(test)]
+pub use root::STEPS;
 pub use root::{Found, Links, Root};
 
 use std::io;

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{openat, openat2, Mode, OFlags, ResolveFlags};
 
@@ -95,6 +96,42 @@ impl Found {
     }
 }
 
+/// Directories walked to from the root ([`Root::walk_to`]): the last is the one reached.
+pub struct Walked {
+    dirs: Vec<Rc<Found>>,
+}
+
+/// One step of a walk: `name` in `dir`, which `caller` must be allowed to search, opened
+/// without following it. `relative` names the whole path in messages.
+fn step(dir: &Found, name: &OsStr, relative: &Path, caller: &Caller) -> Result<Found> {
+    #[cfg(test)]
+    STEPS.with(|steps| steps.set(steps.get() + 1));
+    if !caller.may(&dir.meta, SEARCH) {
+        return Err(denied_search(relative));
+    }
+    let fd = openat(
+        &dir.fd,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| not_found_if_unreachable(relative, e.into()))?;
+    Found::of(fd)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The steps this thread's walks took (tests count them).
+    pub static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn denied_search(relative: &Path) -> Error {
+    Error::Denied(format!(
+        "{}: a directory on the way may not be searched",
+        relative.display()
+    ))
+}
+
 /// The source root, held open for the life of the mount.
 #[derive(Debug)]
 pub struct Root {
@@ -153,8 +190,56 @@ impl Root {
     /// answer never depends on what a directory they may not search holds). A path that
     /// leaves the root, or loops, is "not found".
     pub fn resolve(&self, relative: &Path, links: Links, caller: &Caller) -> Result<Found> {
-        let mut dirs = vec![self.root_found()?];
-        let mut todo = components(relative)?;
+        let dirs = vec![Rc::new(self.root_found()?)];
+        self.walk(dirs, components(relative)?, relative, links, caller)
+    }
+
+    /// The directory `dir` (real directories all the way, no link followed), walked to
+    /// once for `caller`, so that [`Root::resolve_in`] resolves many names in it without
+    /// walking the path again: a name with many `@` has as many candidate sources.
+    pub fn walk_to(&self, dir: &Path, caller: &Caller) -> Result<Walked> {
+        let mut dirs = vec![Rc::new(self.root_found()?)];
+        for name in components(dir)? {
+            let here = dirs.last().expect("the root is never popped");
+            let found = match name.as_bytes() {
+                b".." => Err(outside(dir)),
+                _ => step(here, &name, dir, caller),
+            }?;
+            if !found.meta.is_dir() {
+                return Err(Error::NotFound(format!(
+                    "{}: not a directory on the way",
+                    dir.display()
+                )));
+            }
+            dirs.push(Rc::new(found));
+        }
+        Ok(Walked { dirs })
+    }
+
+    /// [`Root::resolve`] of `name` in the directory `walked` to; `relative` (its path from
+    /// the root) names it in messages.
+    pub fn resolve_in(
+        &self,
+        walked: &Walked,
+        name: &OsStr,
+        relative: &Path,
+        links: Links,
+        caller: &Caller,
+    ) -> Result<Found> {
+        let todo = VecDeque::from([name.to_os_string()]);
+        self.walk(walked.dirs.clone(), todo, relative, links, caller)
+    }
+
+    /// Resolves the path `todo` from the directories `dirs` (the last is where it starts,
+    /// the others where `..` climbs back to); `relative` names it in messages.
+    fn walk(
+        &self,
+        mut dirs: Vec<Rc<Found>>,
+        mut todo: VecDeque<OsString>,
+        relative: &Path,
+        links: Links,
+        caller: &Caller,
+    ) -> Result<Found> {
         let mut follow_all = links == Links::All;
         let mut followed = 0;
         loop {
@@ -165,27 +250,17 @@ impl Root {
                     relative.display()
                 )));
             };
-            if !caller.may(&dir.meta, SEARCH) {
-                return Err(Error::Denied(format!(
-                    "{}: a directory on the way may not be searched",
-                    relative.display()
-                )));
-            }
             if name == ".." {
+                if !caller.may(&dir.meta, SEARCH) {
+                    return Err(denied_search(relative));
+                }
                 if dirs.len() == 1 {
                     return Err(outside(relative));
                 }
                 dirs.pop();
                 continue;
             }
-            let fd = openat(
-                &dir.fd,
-                name.as_os_str(),
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| not_found_if_unreachable(relative, e.into()))?;
-            let found = Found::of(fd)?;
+            let found = step(dir, &name, relative, caller)?;
             let last = todo.is_empty();
             if found.meta.is_symlink() && (follow_all || last) {
                 followed += 1;
@@ -227,7 +302,7 @@ impl Root {
                     relative.display()
                 )));
             }
-            dirs.push(found);
+            dirs.push(Rc::new(found));
         }
     }
 
