@@ -240,7 +240,7 @@ impl Converter {
             let mut read = None;
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Counted before it is read; grown to the estimate once the header is known.
-                let reserved = gate.reserve(inputs.bytes(&settings.limits));
+                let reserved = gate.reserve_to_read(inputs.bytes(&settings.limits));
                 let (source, marks, version) = inputs.read(&name, &settings.limits)?;
                 read = Some(version);
                 pipeline::convert_into(

@@ -40,7 +40,7 @@ pub fn convert_each(
                 marks,
                 spec,
                 settings,
-                gate.map(|g| g.reserve(0)),
+                gate.map(|g| g.reserve_to_read(0)),
                 |o| o,
             ),
         )

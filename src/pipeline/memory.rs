@@ -185,10 +185,12 @@ pub fn estimate_animation(source_len: usize, header: &Header) -> u64 {
 /// one larger than the whole budget runs alone.
 ///
 /// A conversion is admitted twice: first for its input files' bytes, before it reads them
-/// ([`MemoryGate::reserve`]), then for its whole estimate, known once the header is read
-/// ([`Reservation::grow`]). Growing comes before any new admission, and when every running
-/// conversion waits to grow, the first of them goes on over the budget: each holds only
-/// what it has read, and waiting on one another would be a deadlock.
+/// ([`MemoryGate::reserve_to_read`]), then for its whole estimate, known once the header is
+/// read ([`Reservation::grow`]). Growing comes before any new admission, first come first
+/// served, and a grower waits only for conversions that are working (admitted for their
+/// estimate), which end by themselves: never for one still reading (a read may hang on a
+/// dead network file system) or waiting to grow, so when no other conversion is working,
+/// the first grower goes on over the budget; the others hold only what they read.
 #[derive(Debug)]
 pub struct MemoryGate {
     budget: u64,
@@ -217,6 +219,10 @@ struct GateState {
     /// so a stream of small conversions cannot starve a large one).
     next: u64,
     turn: u64,
+    /// Running conversions admitted for their estimate (not only to read their inputs),
+    /// and how many of them wait to grow again.
+    working: usize,
+    working_growing: usize,
     /// Running conversions waiting to grow, and their own tickets (first come, first served).
     growing: usize,
     next_grow: u64,
@@ -228,6 +234,8 @@ struct GateState {
 pub struct Reservation<'a> {
     gate: &'a MemoryGate,
     bytes: u64,
+    /// Admitted for the conversion's estimate, not only to read its inputs.
+    working: bool,
 }
 
 impl MemoryGate {
@@ -269,8 +277,19 @@ impl MemoryGate {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `bytes` fit beside what runs (or nothing runs), then reserves them.
+    /// Waits until `bytes`, a conversion's estimate, fit beside what runs (or nothing
+    /// runs), then reserves them.
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        self.admit(bytes, true)
+    }
+
+    /// Like [`MemoryGate::reserve`], for the bytes of a conversion's input files before it
+    /// reads them; [`Reservation::grow`] then admits its estimate.
+    pub fn reserve_to_read(&self, bytes: u64) -> Reservation<'_> {
+        self.admit(bytes, false)
+    }
+
+    fn admit(&self, bytes: u64, working: bool) -> Reservation<'_> {
         let arrived = std::time::Instant::now();
         let mut state = self.lock();
         let ticket = state.next;
@@ -284,6 +303,7 @@ impl MemoryGate {
         state.in_use += bytes;
         state.most_in_use = state.most_in_use.max(state.in_use);
         state.running += 1;
+        state.working += usize::from(working);
         state.most_running = state.most_running.max(state.running);
         state.turn += 1;
         tracing::debug!(
@@ -298,30 +318,38 @@ impl MemoryGate {
         if let Some(WaitObserver(observe)) = self.observer.get() {
             observe(arrived.elapsed());
         }
-        Reservation { gate: self, bytes }
+        Reservation {
+            gate: self,
+            bytes,
+            working,
+        }
     }
 }
 
 impl Reservation<'_> {
     /// Waits until the reservation may hold `bytes` (what it holds already counted, so a
-    /// conversion never waits on itself), then holds them; a smaller `bytes` keeps what is
-    /// held. See [`MemoryGate`] for the order.
+    /// conversion never waits on itself), then holds them and is working; a smaller `bytes`
+    /// keeps what is held. See [`MemoryGate`] for the order.
     pub fn grow(&mut self, bytes: u64) {
-        let Some(extra) = bytes.checked_sub(self.bytes).filter(|&extra| extra > 0) else {
-            return;
-        };
+        let extra = bytes.saturating_sub(self.bytes);
         let gate = self.gate;
         let mut state = gate.lock();
         let ticket = state.next_grow;
         state.next_grow += 1;
         state.growing += 1;
+        let me = usize::from(self.working);
+        state.working_growing += me;
+        // Only a working conversion that is not itself waiting to grow ends by itself.
         while state.grow_turn != ticket
-            || (state.in_use + extra > gate.budget && state.running > state.growing)
+            || (state.in_use + extra > gate.budget && state.working > state.working_growing)
         {
             state = gate.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         state.growing -= 1;
+        state.working_growing -= me;
         state.grow_turn += 1;
+        state.working += 1 - me;
+        self.working = true;
         state.in_use += extra;
         state.most_in_use = state.most_in_use.max(state.in_use);
         tracing::debug!(
@@ -332,7 +360,7 @@ impl Reservation<'_> {
         );
         drop(state);
         gate.changed.notify_all();
-        self.bytes = bytes;
+        self.bytes += extra;
     }
 }
 
@@ -341,6 +369,7 @@ impl Drop for Reservation<'_> {
         let mut state = self.gate.lock();
         state.in_use -= self.bytes;
         state.running -= 1;
+        state.working -= usize::from(self.working);
         drop(state);
         self.gate.changed.notify_all();
     }
@@ -412,29 +441,14 @@ mod tests {
     /// Hostile review of 2026-12-03: a conversion read its source and watermark files (up to
     /// 4 × 20 MB) before the gate counted a byte of them.
     #[test]
-    fn growing_comes_before_new_admissions_and_growers_never_wait_on_each_other() {
+    fn growing_comes_before_new_admissions_and_waits_only_for_working_conversions() {
         let gate = MemoryGate::new(100);
-        // Both hold what they read; together they cannot grow to 80 and 90 within 100, and
-        // each waiting on the other would be a deadlock: the first goes on over the budget.
-        std::thread::scope(|scope| {
-            for (read, estimate) in [(10u64, 80u64), (20, 90)] {
-                let mut held = gate.reserve(read);
-                scope.spawn(move || {
-                    std::thread::sleep(Duration::from_millis(10));
-                    held.grow(estimate);
-                    std::thread::sleep(Duration::from_millis(10));
-                });
-            }
-        });
-        assert_eq!(gate.in_use(), 0);
-        assert!(gate.most_in_use() <= 90 + 10, "{}", gate.most_in_use());
-        // A grower waits for a running conversion to end, and nothing new is admitted
+        // A grower waits for a working conversion to end, and nothing new is admitted
         // while it waits, though it would fit.
         let admitted = std::sync::atomic::AtomicBool::new(false);
-        let grown_before = gate.lock().grow_turn;
         std::thread::scope(|scope| {
-            let running = gate.reserve(60);
-            let mut grower = gate.reserve(10);
+            let working = gate.reserve(60);
+            let mut grower = gate.reserve_to_read(10);
             let (gate, admitted) = (&gate, &admitted);
             scope.spawn(move || {
                 grower.grow(50);
@@ -446,19 +460,56 @@ mod tests {
             }
             scope.spawn(move || {
                 let _held = gate.reserve(5);
-                assert_eq!(
-                    gate.lock().grow_turn,
-                    grown_before + 1,
-                    "admitted before the grower grew"
-                );
+                assert_eq!(gate.lock().grow_turn, 2, "admitted before the grower grew");
                 admitted.store(true, Ordering::SeqCst);
             });
             std::thread::sleep(Duration::from_millis(30));
             assert!(!admitted.load(Ordering::SeqCst));
-            drop(running);
+            drop(working);
         });
         assert!(admitted.load(Ordering::SeqCst));
         assert_eq!(gate.in_use(), 0);
+    }
+
+    /// Second hostile review of 2026-12-03: two growers that did not fit waited for each
+    /// other for ever (and every later conversion behind them); a reader that hangs must
+    /// not hold a grower either.
+    #[test]
+    fn growers_never_wait_for_each_other_or_for_a_reader() {
+        let gate = MemoryGate::new(100);
+        let hung_reader = gate.reserve_to_read(10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let working = gate.reserve(40);
+            // Both read (admitted before anyone waits to grow, which would hold new
+            // admissions), then both wait to grow: the first behind `working`, the second
+            // behind the first.
+            let readers =
+                [(1, 200u64), (2, 50)].map(|(n, estimate)| (n, estimate, gate.reserve_to_read(10)));
+            for (n, estimate, mut held) in readers {
+                let (tx, gate) = (tx.clone(), &gate);
+                scope.spawn(move || {
+                    held.grow(estimate);
+                    tx.send(estimate).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                });
+                while gate.lock().growing < n {
+                    std::thread::yield_now();
+                }
+            }
+            drop(working);
+            let patience = Duration::from_secs(10);
+            let first = rx
+                .recv_timeout(patience)
+                .expect("the first grower is stuck");
+            let second = rx
+                .recv_timeout(patience)
+                .expect("the second grower is stuck");
+            // The first goes on over the budget (nothing else works), the second after it.
+            assert_eq!((first, second), (200, 50));
+        });
+        assert_eq!(gate.in_use(), 10, "only the reader's bytes are left");
+        drop(hung_reader);
     }
 
     #[test]
@@ -474,7 +525,7 @@ mod tests {
             &Default::default(),
             &spec("format,bmp"),
             &settings,
-            Some(gate.reserve(png.len() as u64)),
+            Some(gate.reserve_to_read(png.len() as u64)),
             |out| (out.bytes.len(), gate.in_use()),
         )
         .unwrap();
@@ -709,7 +760,7 @@ mod tests {
             &Default::default(),
             &spec(&text(",size_1000")),
             &settings,
-            Some(gate.reserve(png.len() as u64)),
+            Some(gate.reserve_to_read(png.len() as u64)),
             |out| out,
         );
         assert!(matches!(result, Err(Error::TooLarge(_))), "{result:?}");
