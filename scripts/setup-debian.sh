@@ -7,10 +7,11 @@ set -euo pipefail
 # libheif-rs) against Debian's x265 (HEVC encoder), libde265 (HEVC decoder), libaom (AV1
 # encoder) and dav1d (AV1 decoder); libjpeg-turbo 3 is built from source with nasm (SIMD).
 BUILD="build-essential cmake nasm pkg-config libx265-dev libde265-dev libnuma-dev libaom-dev libdav1d-dev fuse3"
-# Tests: independent decoders, a real web server, a load tool, the CJK watermark font.
-TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc"
-# Benchmark: the reference tools (avifenc: the rd case's AVIF reference) and real photos.
-BENCH="libvips-tools hyperfine lomiri-wallpapers-20.04 libavif-bin"
+# Tests: independent decoders, a real web server, a load tool, the CJK watermark font, and
+# real photos (Debian's lomiri wallpapers: the quality-target tests and the benchmark).
+TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc lomiri-wallpapers-20.04"
+# Benchmark: the reference tools (avifenc: the rd case's AVIF reference).
+BENCH="libvips-tools hyperfine libavif-bin"
 
 want="$BUILD $TEST"
 case "${1:-}" in
