@@ -22,7 +22,9 @@ impl ImgFs {
         match node.kind {
             Kind::Source { .. } => {}
             Kind::Own(OwnFile::Dir) => return Ok(self.handles.open_dir(self.own_listing()?)),
-            Kind::ViewDir(_) => return Ok(self.handles.open_dir(self.view_listing(&node)?)),
+            Kind::ViewDir(_) => {
+                return Ok(self.handles.open_dir(self.view_listing(&node, caller)?))
+            }
             _ => {
                 return Err(Error::NotFound(format!(
                     "{}: not a directory",

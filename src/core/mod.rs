@@ -182,13 +182,17 @@ impl ImgFs {
             Ok(dir) => dir,
             Err(err) => return reply(Err(err)),
         };
-        match dir.kind {
+        let dir_id = match dir.kind {
             Kind::Own(_) => return reply(self.lookup_own(name)),
             Kind::ViewDir(_) => return self.lookup_in_view(caller, (parent, &dir), name, reply),
-            _ => {}
-        }
+            Kind::Source { dev, ino } => (dev, ino),
+            Kind::Variant(_) => {
+                let path = dir.path.display();
+                return reply(Err(Error::NotFound(format!("{path}: not a directory"))));
+            }
+        };
         let path = dir.path.join(name);
-        match names::resolve(&self.root, &dir.path, name, caller) {
+        match names::resolve(&self.root, (&dir.path, dir_id), name, caller) {
             Ok(Resolved::Source(meta)) => {
                 let ino = self.inodes().look_up_source(&path, &meta);
                 reply(Ok(Attr::source(ino, &meta)))

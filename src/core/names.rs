@@ -27,9 +27,15 @@ pub enum Resolved {
     Missing,
 }
 
-/// Resolves `name` in the directory `dir` (relative to the root) for `caller`. A variant's
-/// source must be readable by the caller, through every directory on the way to it.
-pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result<Resolved> {
+/// Resolves `name` in the directory `dir` (relative to the root), which must still be the
+/// directory `dir_id` (device, inode) the kernel judged the caller's way into, for `caller`.
+/// A variant's source must be readable by the caller, through every directory on the way.
+pub fn resolve(
+    root: &Root,
+    (dir, dir_id): (&Path, (u64, u64)),
+    name: &OsStr,
+    caller: &Caller,
+) -> Result<Resolved> {
     let bytes = name.as_bytes();
     if bytes.len() > NAME_MAX {
         return Err(Error::NameTooLong(format!(
@@ -38,7 +44,12 @@ pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result
             bytes.len()
         )));
     }
-    match root.entry(&dir.join(name)) {
+    // The entry is looked for in the directory the kernel judged, not in whatever took its
+    // path since (second hostile review of 2026-12-03: a directory swapped in that the
+    // caller may not search was listed through the old one's rights).
+    let parent = root.entry(dir)?;
+    still_the_directory(&parent.meta, dir_id, dir)?;
+    match parent.child(name, &dir.join(name)) {
         Ok(found) => return Ok(Resolved::Source(found.meta)), // real names win
         Err(Error::NotFound(_)) => {}
         Err(err) => return Err(err),
@@ -58,7 +69,10 @@ pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result
         let walked = match &mut walked {
             Some(walked) => walked,
             None => match root.walk_to(dir, caller) {
-                Ok(found) => walked.insert(found),
+                Ok(found) => {
+                    still_the_directory(&found.dir().meta, dir_id, dir)?;
+                    walked.insert(found)
+                }
                 Err(err @ Error::Denied(_)) => return Err(err),
                 Err(_) => break, // gone: no candidate can be there
             },
@@ -85,12 +99,29 @@ pub fn resolve(root: &Root, dir: &Path, name: &OsStr, caller: &Caller) -> Result
     reason.map_or(Ok(Resolved::Missing), Err)
 }
 
+fn still_the_directory(meta: &Meta, (dev, ino): (u64, u64), dir: &Path) -> Result<()> {
+    if (meta.dev, meta.ino) == (dev, ino) {
+        return Ok(());
+    }
+    Err(Error::Stale(format!(
+        "{}: another directory since its lookup",
+        dir.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn resolved(root: &Root, name: &str) -> Result<Resolved> {
-        resolve(root, Path::new(""), OsStr::new(name), &Caller::root())
+        resolve_in(root, "", name, &Caller::root())
+    }
+
+    /// `name` resolved in `dir` as it is now.
+    fn resolve_in(root: &Root, dir: &str, name: &str, caller: &Caller) -> Result<Resolved> {
+        let meta = root.entry(Path::new(dir))?.meta;
+        let at = (Path::new(dir), (meta.dev, meta.ino));
+        resolve(root, at, OsStr::new(name), caller)
     }
 
     #[test]
@@ -123,6 +154,31 @@ mod tests {
         assert!(err.to_string().contains("outside the source root"), "{err}");
     }
 
+    /// Second hostile review of 2026-12-03: a name was looked up by its directory's path,
+    /// so a directory swapped in since the kernel judged the old one answered for it.
+    #[test]
+    fn a_name_is_looked_up_only_in_the_directory_the_kernel_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path();
+        for d in ["open", "closed"] {
+            std::fs::create_dir(path.join(d)).unwrap();
+            std::fs::write(path.join(d).join("a.png"), b"x").unwrap();
+        }
+        let root = Root::open(path).unwrap();
+        let open = root.entry(Path::new("open")).unwrap().meta;
+        std::fs::rename(path.join("open"), path.join("was-open")).unwrap();
+        std::fs::rename(path.join("closed"), path.join("open")).unwrap();
+        for name in ["a.png", "a.png@format,webp", "missing"] {
+            let at = (Path::new("open"), (open.dev, open.ino));
+            let err = resolve(&root, at, OsStr::new(name), &Caller::root()).err();
+            assert_eq!(err.map(|e| e.errno()), Some(libc::ESTALE), "{name}");
+        }
+        assert!(matches!(
+            resolve_in(&root, "open", "a.png", &Caller::root()),
+            Ok(Resolved::Source(_))
+        ));
+    }
+
     /// Hostile review of 2026-12-03: every `@` candidate walked the whole path again from
     /// the root, so a name of 127 `@` deep down cost 127 walks of the path.
     #[test]
@@ -135,12 +191,7 @@ mod tests {
         let name = format!("a.png{}", "@".repeat(120));
         let steps = || crate::source::STEPS.with(|steps| steps.get());
         let before = steps();
-        let resolved = resolve(
-            &root,
-            Path::new(deep.trim_end_matches('/')),
-            OsStr::new(&name),
-            &Caller::root(),
-        );
+        let resolved = resolve_in(&root, deep.trim_end_matches('/'), &name, &Caller::root());
         assert!(matches!(resolved, Ok(Resolved::Variant { .. })));
         let taken = steps() - before;
         assert!(taken <= 30 + 121, "{taken} steps");

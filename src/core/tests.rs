@@ -128,9 +128,10 @@ fn a_directory_swapped_for_a_link_out_of_the_root_is_never_read_through() {
     assert!(read(&fs, &root, "d/a.png@format,png").is_ok());
     std::fs::rename(src.join("d"), dir.path().join("d-moved")).unwrap();
     symlink(dir.path().join("outside"), src.join("d")).unwrap();
+    // `d` is another entry now: the kernel walks the path again on ESTALE.
     for name in ["secret.png", "secret.png@format,png"] {
         let found = answer(|reply| fs.lookup(&root, d.ino, OsStr::new(name), reply));
-        assert_eq!(errno(found), libc::ENOENT, "d/{name}");
+        assert_eq!(errno(found), libc::ESTALE, "d/{name}");
     }
     assert_eq!(errno(fs.opendir(&root, d.ino)), libc::ENOENT);
 }
@@ -197,9 +198,10 @@ fn a_source_swapped_for_a_fifo_after_lookup_is_not_opened() {
     png(&dir.path().join("a.png"), 8, 8, [0, 255, 0]);
     let fs = mount(dir.path());
     let root = Caller::root();
+    let top = fs.root().entry(Path::new("")).unwrap().meta;
     let found = super::names::resolve(
         fs.root(),
-        Path::new(""),
+        (Path::new(""), (top.dev, top.ino)),
         OsStr::new("a.png@format,bmp"),
         &root,
     );
@@ -450,6 +452,12 @@ fn a_file_or_directory_swapped_in_after_lookup_is_judged_as_itself() {
     let opened = answer(|reply| fs.open(&other, a.ino, reply));
     assert_eq!(errno(opened), libc::EACCES, "the swapped-in file");
     assert_eq!(errno(fs.opendir(&other, d.ino)), libc::EACCES);
+    // Second hostile review of 2026-12-03: a name was looked up by the directory's path,
+    // so `names` in the swapped-in directory answered through the old one's rights.
+    for name in ["names", "names@format,png", "missing"] {
+        let found = answer(|reply| fs.lookup(&other, d.ino, OsStr::new(name), reply));
+        assert_eq!(errno(found), libc::ESTALE, "open/{name}");
+    }
     let stat = answer(|reply| fs.getattr(&other, a.ino, reply));
     assert_eq!(
         errno(stat),
@@ -460,6 +468,36 @@ fn a_file_or_directory_swapped_in_after_lookup_is_judged_as_itself() {
     assert_eq!(read(&fs, &Caller::root(), "team/a.txt").unwrap(), b"secret");
     std::fs::write(src.join("team/b.txt"), b"public").unwrap();
     assert_eq!(read(&fs, &other, "team/b.txt").unwrap(), b"public");
+}
+
+/// Second hostile review of 2026-12-03: a view directory listed and looked names up in
+/// whatever directory had its path, judged only by the kernel on the old one's attributes.
+#[test]
+fn a_view_directory_swapped_after_lookup_is_judged_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("team/open")).unwrap();
+    std::fs::create_dir_all(src.join("team/closed")).unwrap();
+    png(&src.join("team/open/a.png"), 4, 4, [0, 200, 0]);
+    png(&src.join("team/closed/secret.png"), 4, 4, [200, 0, 0]);
+    std::fs::set_permissions(
+        src.join("team/closed"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let (_, other) = owner_and_other(src);
+    let mut styles = Styles::default();
+    styles.add("small", "resize,w_2@format,png").unwrap();
+    let fs = ImgFs::new(src, Default::default(), styles, &MountOptions::default()).unwrap();
+    let view = lookup(&fs, &other, "@style,small/team/open").unwrap();
+    assert!(lookup(&fs, &other, "@style,small/team/open/a.png").is_ok());
+    std::fs::rename(src.join("team/open"), src.join("team/was-open")).unwrap();
+    std::fs::rename(src.join("team/closed"), src.join("team/open")).unwrap();
+    assert_eq!(errno(fs.opendir(&other, view.ino)), libc::EACCES);
+    let found = answer(|reply| fs.lookup(&other, view.ino, OsStr::new("secret.png"), reply));
+    assert_eq!(errno(found), libc::EACCES);
+    // Its owner still sees it.
+    assert!(fs.opendir(&Caller::root(), view.ino).is_ok());
 }
 
 #[test]

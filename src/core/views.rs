@@ -22,7 +22,7 @@ use super::handles::{Charge, DirEntry, Listing};
 use super::inodes::{Kind, Node};
 use super::{logged, Attr, ImgFs};
 use crate::error::{Error, Result};
-use crate::source::{Caller, Identity, Links, Meta};
+use crate::source::{Caller, Identity, Links, Walked, READ, SEARCH};
 use crate::spec::{OutputKind, Spec};
 
 /// A view's name in the root is this and the style's name.
@@ -141,24 +141,27 @@ impl ImgFs {
         Spec::parse(&format!("style,{style}"), &self.styles).ok()
     }
 
-    /// What the view directory `node` shows now.
-    fn view_names(&self, node: &Node) -> Result<(Meta, Arc<ViewNames>)> {
+    /// What the view directory `node` shows now, to `caller`, who must have the rights
+    /// `want` on its source directory and search every directory on the way, judged here:
+    /// the kernel judged the attributes of the directory that had the path at lookup (second
+    /// hostile review of 2026-12-03). Answers the source directory, walked to.
+    fn view_names(
+        &self,
+        node: &Node,
+        want: u32,
+        caller: &Caller,
+    ) -> Result<(Walked, Arc<ViewNames>)> {
         let (style, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
-        let meta = self.root.entry(&dir)?.meta;
-        if !meta.is_dir() {
-            return Err(Error::NotFound(format!(
-                "{}: not a directory",
-                dir.display()
-            )));
-        }
+        let walked = self.root.walk_into(&dir, want, caller)?;
+        let meta = walked.dir().meta;
         let mut held = dir_of(node).names.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((identity, names)) = &*held {
             if *identity == meta.identity() {
-                return Ok((meta, names.clone()));
+                return Ok((walked, names.clone()));
             }
         }
         let extension = self.view_spec(style).as_ref().and_then(output_extension);
-        let fd = self.root.open_dir(&dir)?;
+        let fd = walked.dir().open_dir(&dir)?;
         let io = |e: rustix::io::Errno| Error::io(dir.display(), e.into());
         let (mut images, mut dirs) = (Vec::new(), BTreeMap::new());
         let mut charge = self.handles.charge();
@@ -197,7 +200,8 @@ impl ImgFs {
             _charge: charge,
         });
         *held = Some((meta.identity(), names.clone()));
-        Ok((meta, names))
+        drop(held);
+        Ok((walked, names))
     }
 
     /// The attributes of the view directory at `path`: its source directory's, its own
@@ -224,9 +228,9 @@ impl ImgFs {
         reply: impl FnOnce(Result<Attr>) + Send + 'static,
     ) {
         let path = dir.path.join(name);
-        let names = match self.view_names(dir) {
-            Ok((_, names)) => names,
-            Err(err) => return reply(Err(err)),
+        let (walked, names) = match self.view_names(dir, SEARCH, caller) {
+            Ok(judged) => judged,
+            Err(err) => return reply(Err(logged(&path, err))),
         };
         if names.dirs.contains_key(name) {
             let ino = self.inodes().look_up_view_dir(&path);
@@ -239,7 +243,10 @@ impl ImgFs {
             return reply(Err(Error::NotFound(path.display().to_string())));
         };
         let source = source_dir.join(source_name);
-        let found = match self.root.resolve(&source, Links::Last, caller) {
+        let found = match self
+            .root
+            .resolve_in(&walked, source_name, &source, Links::Last, caller)
+        {
             Ok(found) if found.meta.is_file() => found,
             Ok(_) => return reply(Err(Error::NotFound(source.display().to_string()))),
             Err(err) => return reply(Err(logged(&path, err))),
@@ -297,8 +304,9 @@ impl ImgFs {
     }
 
     /// OPENDIR of a view directory: its subdirectories and shown images.
-    pub(super) fn view_listing(&self, node: &Node) -> Result<Listing> {
-        let (meta, names) = self.view_names(node)?;
+    pub(super) fn view_listing(&self, node: &Node, caller: &Caller) -> Result<Listing> {
+        let (walked, names) = self.view_names(node, READ, caller)?;
+        let meta = walked.dir().meta;
         let (_, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
         let dot = |name: &str| DirEntry {
             name: name.into(),
@@ -324,7 +332,7 @@ impl ImgFs {
             entries.push(entry);
         }
         Ok(Listing {
-            dir: Some(self.root.open_dir(&dir)?),
+            dir: Some(walked.dir().open_dir(&dir)?),
             meta,
             entries,
             view: true,

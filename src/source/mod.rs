@@ -12,12 +12,12 @@ mod meta;
 mod read;
 mod root;
 
-pub use access::Caller;
+pub use access::{Caller, READ, SEARCH};
 pub use meta::{Identity, Meta};
 pub use read::{read_file, read_range};
 #[cfg(test)]
 pub use root::STEPS;
-pub use root::{Found, Links, Root};
+pub use root::{Found, Links, Root, Walked};
 
 use std::io;
 use std::os::unix::fs::MetadataExt;

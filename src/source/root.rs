@@ -88,6 +88,20 @@ impl Found {
             .map_err(|e| Error::io(name.display(), e.into()))
     }
 
+    /// The entry `name` of this directory as it is (no link followed). `name` is one
+    /// component: `..` or a `/` cannot leave the directory. `relative` names it in messages.
+    pub fn child(&self, name: &OsStr, relative: &Path) -> Result<Found> {
+        openat2(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| not_found_if_unreachable(relative, e.into()))
+        .and_then(Found::of)
+    }
+
     /// The target of this symlink.
     pub fn read_link(&self, name: &Path) -> Result<PathBuf> {
         let target = rustix::fs::readlinkat(&self.fd, "", Vec::new())
@@ -99,6 +113,13 @@ impl Found {
 /// Directories walked to from the root ([`Root::walk_to`]): the last is the one reached.
 pub struct Walked {
     dirs: Vec<Rc<Found>>,
+}
+
+impl Walked {
+    /// The directory walked to.
+    pub fn dir(&self) -> &Found {
+        self.dirs.last().expect("the root is never popped")
+    }
 }
 
 /// One step of a walk: `name` in `dir`, which `caller` must be allowed to search, opened
@@ -214,6 +235,20 @@ impl Root {
             dirs.push(Rc::new(found));
         }
         Ok(Walked { dirs })
+    }
+
+    /// [`Root::walk_to`] `dir`, on which `caller` must also have the rights `want` (READ
+    /// to list it, SEARCH to look a name up in it).
+    pub fn walk_into(&self, dir: &Path, want: u32, caller: &Caller) -> Result<Walked> {
+        let walked = self.walk_to(dir, caller)?;
+        if !caller.may(&walked.dir().meta, want) {
+            return Err(Error::Denied(format!(
+                "{}: may not be {}",
+                dir.display(),
+                if want == READ { "listed" } else { "searched" }
+            )));
+        }
+        Ok(walked)
     }
 
     /// [`Root::resolve`] of `name` in the directory `walked` to; `relative` (its path from

@@ -1208,3 +1208,50 @@ fn with_allow_other_unreadable_sources_have_unreadable_variants() {
     let private = fs::metadata(m.path("private.jpg@format,png")).unwrap();
     assert_eq!(private.permissions().mode() & 0o777, 0o400);
 }
+
+/// Second hostile review of 2026-12-03: a name was looked up by its directory's path, so a
+/// directory swapped in (one nobody may search) answered through the cached rights of the
+/// one the kernel had judged. Attributes are kept a minute, so the kernel judges the old
+/// directory when nobody asks again; imgfs sees the swap and the kernel walks again.
+#[test]
+fn a_directory_swapped_in_cannot_be_searched_through_the_old_ones_rights() {
+    let m = Mount::with(
+        MountOptions {
+            options: vec!["allow_other".into()],
+            attr_ttl: Duration::from_secs(60),
+            ..MountOptions::default()
+        },
+        Settings::default(),
+        Styles::default(),
+        |src| {
+            fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+            for d in ["team/open", "team/closed"] {
+                fs::create_dir_all(src.join(d)).unwrap();
+            }
+            fs::write(src.join("team/open/names"), b"public\n").unwrap();
+            fs::write(src.join("team/closed/payroll"), b"secret\n").unwrap();
+            make_jpeg(&src.join("team/closed/photo.jpg"), 40, 30);
+            fs::set_permissions(src.join("team/closed"), fs::Permissions::from_mode(0o700))
+                .unwrap();
+        },
+    );
+    let out = as_nobody(&m.path("team/open/names"));
+    assert_eq!(
+        out.stdout,
+        b"public\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(m.source.join("team/open"), m.source.join("team/was-open")).unwrap();
+    fs::rename(m.source.join("team/closed"), m.source.join("team/open")).unwrap();
+    // Names the kernel has not looked up in `open` yet: it asks imgfs.
+    for name in ["team/open/payroll", "team/open/photo.jpg@format,png"] {
+        let out = as_nobody(&m.path(name));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{name} read by nobody"
+        );
+        assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
+    }
+}
