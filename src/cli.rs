@@ -9,7 +9,7 @@ use crate::error::Errnos;
 use crate::limits::{Limits, DEFAULT_MAX_SOURCE_BYTES};
 use crate::options::{
     DiskCacheOptions, DEFAULT_ATTR_TTL, DEFAULT_CACHE_SIZE, DEFAULT_DISK_CACHE_SIZE,
-    DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS, DEFAULT_LISTING_MEMORY,
+    DEFAULT_ERROR_TTL, DEFAULT_FUSE_THREADS, DEFAULT_LISTING_MEMORY, DEFAULT_OPEN_MEMORY,
 };
 use crate::pipeline::{Metadata, Qualities, Settings};
 use crate::spec::Styles;
@@ -79,6 +79,11 @@ pub struct MountArgs {
     /// the kernel holds keeps its names. An opendir past it is ENOMEM.
     #[arg(long, default_value = DEFAULT_LISTING_MEMORY, value_parser = parse_size)]
     pub listing_memory: u64,
+    /// Memory for variants held by open files, all users together (each variant counted
+    /// once, however often it is open; no user more than half): an open file keeps its
+    /// variant's bytes even after the cache evicted them. An open past it is ENOMEM.
+    #[arg(long, default_value = DEFAULT_OPEN_MEMORY, value_parser = parse_size)]
+    pub open_memory: u64,
     /// Threads answering kernel requests (reads of originals and cached variants).
     #[arg(long, default_value_t = DEFAULT_FUSE_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub fuse_threads: u16,

@@ -130,6 +130,7 @@ fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
         errors: args.errors,
         disk_cache: (!args.no_disk_cache).then(|| args.disk.options()),
         listing_bytes: args.listing_memory,
+        open_bytes: args.open_memory,
     };
     let mounted = imgfs::fuse::mount(&args.source, &args.mountpoint, settings, styles, &options)
         .map_err(|e| {

@@ -19,6 +19,8 @@ pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
 pub const DEFAULT_ERROR_TTL: Duration = Duration::from_secs(10);
 /// `--listing-memory`'s default, as the command line shows it: about two million entries.
 pub const DEFAULT_LISTING_MEMORY: &str = "256MiB";
+/// `--open-memory`'s default, as the command line shows it.
+pub const DEFAULT_OPEN_MEMORY: &str = "1GiB";
 /// `--disk-cache-size`' default, as the command line shows it.
 pub const DEFAULT_DISK_CACHE_SIZE: &str = "4GiB";
 
@@ -81,6 +83,8 @@ pub struct MountOptions {
     pub disk_cache: Option<DiskCacheOptions>,
     /// Bound of the memory all directory listings hold together.
     pub listing_bytes: u64,
+    /// Bound of the bytes of variants open files hold (`--open-memory`).
+    pub open_bytes: u64,
 }
 
 impl Default for MountOptions {
@@ -99,6 +103,8 @@ impl Default for MountOptions {
             disk_cache: Some(DiskCacheOptions::default()),
             listing_bytes: crate::cli::parse_size(DEFAULT_LISTING_MEMORY)
                 .expect("DEFAULT_LISTING_MEMORY is a size"),
+            open_bytes: crate::cli::parse_size(DEFAULT_OPEN_MEMORY)
+                .expect("DEFAULT_OPEN_MEMORY is a size"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Open files and directory listings, by handle number, and the memory listings hold.
+//! Open files and directory listings, by handle number, and the memory they hold.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustix::fs::FileType;
 
+use super::pinned::PinnedBytes;
 use crate::cache::Converted;
 use crate::error::{Error, Result};
 use crate::source::Meta;
@@ -119,7 +120,9 @@ impl Drop for Charge {
 }
 
 pub struct Handles {
-    files: Mutex<HashMap<u64, OpenFile>>,
+    /// Open files, and the uid that opened each.
+    files: Mutex<HashMap<u64, (OpenFile, u32)>>,
+    pinned: Mutex<PinnedBytes>,
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next: AtomicU64,
     listed: Arc<ListedBytes>,
@@ -131,10 +134,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Handles {
-    /// Handles whose listings hold at most `listing_bytes` together.
-    pub fn new(listing_bytes: u64) -> Handles {
+    /// Handles whose listings hold at most `listing_bytes` together, and whose open
+    /// variants `open_bytes` (see [`PinnedBytes`]).
+    pub fn new(listing_bytes: u64, open_bytes: u64) -> Handles {
         Handles {
             files: Mutex::default(),
+            pinned: Mutex::new(PinnedBytes::new(open_bytes)),
             dirs: Mutex::default(),
             next: AtomicU64::new(0),
             listed: Arc::new(ListedBytes {
@@ -162,18 +167,32 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn open(&self, file: OpenFile) -> u64 {
+    /// A handle for `file`, opened by `uid`; ENOMEM if the bytes it pins do not fit.
+    pub fn open(&self, file: OpenFile, uid: u32) -> Result<u64> {
+        if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
+            lock(&self.pinned).pin(uid, out)?;
+        }
         let fh = self.next_number();
-        lock(&self.files).insert(fh, file);
-        fh
+        lock(&self.files).insert(fh, (file, uid));
+        Ok(fh)
     }
 
     pub fn file(&self, fh: u64) -> Option<OpenFile> {
-        lock(&self.files).get(&fh).cloned()
+        lock(&self.files).get(&fh).map(|(file, _)| file.clone())
     }
 
     pub fn release(&self, fh: u64) -> Option<OpenFile> {
-        lock(&self.files).remove(&fh)
+        let (file, uid) = lock(&self.files).remove(&fh)?;
+        if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
+            lock(&self.pinned).unpin(uid, out);
+        }
+        Some(file)
+    }
+
+    /// Bytes of variants open files hold now.
+    #[cfg(test)]
+    pub fn pinned_bytes(&self) -> u64 {
+        lock(&self.pinned).total()
     }
 
     pub fn open_dir(&self, listing: Listing) -> u64 {

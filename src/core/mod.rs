@@ -11,6 +11,7 @@ mod inodes;
 mod listings;
 mod names;
 mod own_files;
+mod pinned;
 mod variants;
 mod views;
 
@@ -134,7 +135,7 @@ impl ImgFs {
             styles,
             converter: Converter::new(settings, (cache, disk), gate, options.jobs)?,
             inodes: Mutex::new(Table::new(&root_meta)),
-            handles: Handles::new(options.listing_bytes),
+            handles: Handles::new(options.listing_bytes, options.open_bytes),
             kernel: OnceLock::new(),
             forgotten: AtomicUsize::new(1),
             snapshots: own_files::Snapshots::default(),
@@ -315,12 +316,12 @@ impl ImgFs {
                 let opened = self
                     .source_for(caller, &node)
                     .and_then(|found| found.open(&node.path))
-                    .map(|file| self.opened(OpenFile::Source(Arc::new(file))))
+                    .and_then(|file| self.opened(caller.uid, OpenFile::Source(Arc::new(file))))
                     .map_err(|err| logged(&node.path, err));
                 reply(opened)
             }
             Kind::Variant(_) => self.open_variant(caller, node.clone(), reply),
-            Kind::Own(own) => reply(self.open_own(*own)),
+            Kind::Own(own) => reply(self.open_own(caller.uid, *own)),
             Kind::ViewDir(_) => reply(Err(Error::NotFound(format!(
                 "{}: a directory",
                 node.path.display()
@@ -328,8 +329,9 @@ impl ImgFs {
         }
     }
 
-    fn opened(&self, file: OpenFile) -> (u64, OpenFile) {
-        (self.handles.open(file.clone()), file)
+    /// A handle for `file`, opened by `uid` (ENOMEM past `--open-memory`).
+    fn opened(&self, uid: u32, file: OpenFile) -> Result<(u64, OpenFile)> {
+        Ok((self.handles.open(file.clone(), uid)?, file))
     }
 
     /// READ of an open file: at most `size` bytes from `offset` (fewer only at the end).

@@ -143,9 +143,9 @@ impl ImgFs {
     }
 
     /// OPEN of an own file: the current snapshot, pinned until release.
-    pub(super) fn open_own(&self, own: OwnFile) -> Result<(u64, OpenFile)> {
+    pub(super) fn open_own(&self, uid: u32, own: OwnFile) -> Result<(u64, OpenFile)> {
         match own {
-            OwnFile::Metrics => Ok(self.opened(OpenFile::Snapshot(self.metrics_snapshot().1))),
+            OwnFile::Metrics => self.opened(uid, OpenFile::Snapshot(self.metrics_snapshot().1)),
             OwnFile::Dir => Err(Error::NotFound(format!("{OWN_DIR}: a directory"))),
         }
     }

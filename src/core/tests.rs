@@ -563,3 +563,49 @@ fn directory_listings_held_open_are_bounded_together_and_given_back() {
     );
     assert_eq!(entries(&fs, &root, big, false).len(), 102);
 }
+
+/// Second hostile review of 2026-12-03: an open variant keeps its bytes after the cache
+/// evicted them, and nothing bounded how many anyone held open.
+#[test]
+fn variants_held_open_are_bounded_per_user_and_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["a", "b", "c"] {
+        png(&src.join(format!("{name}.png")), 16, 16, [0, 99, 0]);
+    }
+    let options = MountOptions {
+        jobs: 2,
+        disk_cache: None,
+        // Each variant is a 16 × 16 BMP of 822 bytes: one fits a user's share, two do not.
+        open_bytes: 2000,
+        ..MountOptions::default()
+    };
+    let fs = ImgFs::new(src, Default::default(), Styles::default(), &options).unwrap();
+    let user = |uid| Caller::new(uid, uid, 0);
+    let open = |uid, name: &str| {
+        let attr = lookup(&fs, &user(uid), &format!("{name}.png@format,bmp"))?;
+        answer(|reply| fs.open(&user(uid), attr.ino, reply)).map(|(fh, _)| fh)
+    };
+    let first = open(1000, "a").unwrap();
+    assert_eq!(
+        errno(open(1000, "b")),
+        libc::ENOMEM,
+        "past one user's share"
+    );
+    let again = open(1000, "a").unwrap();
+    assert_eq!(fs.handles.pinned_bytes(), 822, "one variant, counted once");
+    let other = open(1001, "b").unwrap();
+    assert_eq!(
+        errno(open(1002, "c")),
+        libc::ENOMEM,
+        "past the bound for all"
+    );
+    // Originals pin nothing, and closing gives the bytes back.
+    assert!(read(&fs, &user(1002), "c.png").is_ok());
+    fs.release(first);
+    fs.release(again);
+    open(1002, "c").unwrap();
+    fs.release(other);
+    assert_eq!(fs.handles.pinned_bytes(), 822);
+}

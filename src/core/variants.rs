@@ -283,7 +283,7 @@ impl ImgFs {
             spec: recipe.canonical,
         });
         let judged = v.was_judged(caller);
-        let (fs, name) = (self.clone(), node.path.clone());
+        let (fs, name, uid) = (self.clone(), node.path.clone(), caller.uid);
         self.this_version(caller, node, move |result| {
             let cached = || {
                 key.ok()
@@ -302,7 +302,8 @@ impl ImgFs {
                     return reply(Err(Error::Stale(name.display().to_string())));
                 }
             };
-            reply(Ok(fs.opened(OpenFile::Variant(out))))
+            let opened = fs.opened(uid, OpenFile::Variant(out));
+            reply(opened.map_err(|err| logged(&name, err)))
         });
     }
 }

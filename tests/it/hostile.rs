@@ -1255,3 +1255,45 @@ fn a_directory_swapped_in_cannot_be_searched_through_the_old_ones_rights() {
         assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
     }
 }
+
+/// Second hostile review of 2026-12-03: an open variant keeps its bytes after the cache
+/// evicted them, and nothing bounded how many anyone held open. Past `--open-memory`
+/// (half of it per user) open(2) is ENOMEM, and the mount goes on.
+#[test]
+fn variants_held_open_are_bounded() {
+    let m = Mount::with(
+        MountOptions {
+            // A 40 × 30 BMP is 3,654 bytes: one fits a user's half, two do not.
+            open_bytes: 10_000,
+            ..MountOptions::default()
+        },
+        Settings::default(),
+        Styles::default(),
+        |src| {
+            make_jpeg(&src.join("a.jpg"), 40, 30);
+            make_jpeg(&src.join("b.jpg"), 40, 30);
+        },
+    );
+    let held = fs::File::open(m.path("a.jpg@format,bmp")).unwrap();
+    let refused = fs::File::open(m.path("b.jpg@format,bmp"));
+    assert_eq!(errno_of(refused), libc::ENOMEM);
+    // The same variant again costs nothing more; originals pin nothing.
+    assert_eq!(fs::read(m.path("a.jpg@format,bmp")).unwrap().len(), 3654);
+    assert!(!fs::read(m.path("b.jpg")).unwrap().is_empty());
+    drop(held);
+    // The kernel sends RELEASE after close(2) returns: wait for it to arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bmp = loop {
+        match fs::read(m.path("b.jpg@format,bmp")) {
+            Ok(bytes) => break bytes,
+            Err(err) if Instant::now() < deadline => {
+                assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => panic!("still refused after the close: {err}"),
+        }
+    };
+    let copy = m.source.parent().unwrap().join("b.bmp");
+    fs::write(&copy, &bmp).unwrap();
+    assert_eq!(inspect(&copy), ("bmp".to_string(), 40, 30));
+}
