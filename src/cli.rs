@@ -76,7 +76,8 @@ pub struct MountArgs {
     pub convert_memory: Option<u64>,
     /// Memory for directory listings, all held together: each open directory keeps its
     /// listing until closed (about 100 bytes an entry), and each whole-tree view directory
-    /// the kernel holds keeps its names. An opendir past it is ENOMEM.
+    /// the kernel holds keeps its names; no user holds more than half. An opendir past it
+    /// is ENOMEM.
     #[arg(long, default_value = DEFAULT_LISTING_MEMORY, value_parser = parse_size)]
     pub listing_memory: u64,
     /// Memory for variants held by open files, all users together (each variant counted

@@ -72,35 +72,55 @@ pub struct Listing {
 }
 
 /// The memory all directory listings hold (open directory handles, and the names of the
-/// whole-tree view directories the kernel holds), bounded by `--listing-memory`: a
+/// whole-tree view directories the kernel holds), bounded by `--listing-memory` for all
+/// users together, and by half of it for each user, so one user cannot take it all: a
 /// directory of a million entries lists into about 100 MiB, and anyone may open it many
 /// times over.
 #[derive(Debug)]
 pub struct ListedBytes {
-    held: AtomicU64,
     bound: u64,
+    held: Mutex<Held>,
 }
 
-/// Bytes of one listing in [`ListedBytes`], given back when dropped.
+#[derive(Debug, Default)]
+struct Held {
+    total: u64,
+    by_uid: HashMap<u32, u64>,
+}
+
+/// Bytes of one listing in [`ListedBytes`], counted to the user it was made for, given
+/// back when dropped.
 #[derive(Debug)]
 pub struct Charge {
     account: Arc<ListedBytes>,
+    uid: u32,
     bytes: u64,
 }
 
 impl Charge {
-    /// Counts `bytes` more before they are spent; past the bound, ENOMEM for listing `dir`.
+    /// Counts `bytes` more before they are spent; past the bound for all users, or half of
+    /// it for this one, ENOMEM for listing `dir`.
     pub fn add(&mut self, bytes: u64, dir: &std::path::Path) -> Result<()> {
         let account = &self.account;
-        let held = account.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if held > account.bound {
-            account.held.fetch_sub(bytes, Ordering::Relaxed);
+        let mut held = lock(&account.held);
+        let mine = held.by_uid.get(&self.uid).copied().unwrap_or(0);
+        let (all, share) = (account.bound, account.bound / 2);
+        if held.total + bytes > all || mine + bytes > share {
+            let (whose, bound) = if held.total + bytes > all {
+                ("all users'", all)
+            } else {
+                ("this user's", share)
+            };
             return Err(Error::NoMemory(format!(
-                "{}: not listed: the directory listings held open would pass {} (--listing-memory)",
+                "{}: not listed: {whose} directory listings held open would pass {} \
+                 (--listing-memory {}, half of it per user)",
                 dir.display(),
-                bytesize::ByteSize(account.bound)
+                bytesize::ByteSize(bound),
+                bytesize::ByteSize(all),
             )));
         }
+        held.total += bytes;
+        *held.by_uid.entry(self.uid).or_insert(0) += bytes;
         self.bytes += bytes;
         Ok(())
     }
@@ -115,7 +135,14 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.account.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        let mut held = lock(&self.account.held);
+        held.total -= self.bytes;
+        if let Some(mine) = held.by_uid.get_mut(&self.uid) {
+            *mine -= self.bytes;
+            if *mine == 0 {
+                held.by_uid.remove(&self.uid);
+            }
+        }
     }
 }
 
@@ -143,16 +170,17 @@ impl Handles {
             dirs: Mutex::default(),
             next: AtomicU64::new(0),
             listed: Arc::new(ListedBytes {
-                held: AtomicU64::new(0),
                 bound: listing_bytes,
+                held: Mutex::default(),
             }),
         }
     }
 
-    /// An empty charge for a listing about to be made.
-    pub fn charge(&self) -> Charge {
+    /// An empty charge for a listing about to be made for `uid`.
+    pub fn charge(&self, uid: u32) -> Charge {
         Charge {
             account: self.listed.clone(),
+            uid,
             bytes: 0,
         }
     }
@@ -160,7 +188,7 @@ impl Handles {
     /// Bytes the listings hold now.
     #[cfg(test)]
     pub fn listed_bytes(&self) -> u64 {
-        self.listed.held.load(Ordering::Relaxed)
+        lock(&self.listed.held).total
     }
 
     fn next_number(&self) -> u64 {

@@ -21,7 +21,9 @@ impl ImgFs {
         let node = self.node(ino)?;
         match node.kind {
             Kind::Source { .. } => {}
-            Kind::Own(OwnFile::Dir) => return Ok(self.handles.open_dir(self.own_listing()?)),
+            Kind::Own(OwnFile::Dir) => {
+                return Ok(self.handles.open_dir(self.own_listing(caller.uid)?))
+            }
             Kind::ViewDir(_) => {
                 return Ok(self.handles.open_dir(self.view_listing(&node, caller)?))
             }
@@ -35,7 +37,7 @@ impl ImgFs {
         let dir = self.source_for(caller, &node)?.open_dir(&node.path)?;
         let io = |e: rustix::io::Errno| Error::io(node.path.display(), e.into());
         let meta = Meta::from_stat(&rustix::fs::fstat(&dir).map_err(io)?);
-        let (mut entries, mut charge) = (Vec::new(), self.handles.charge());
+        let (mut entries, mut charge) = (Vec::new(), self.handles.charge(caller.uid));
         for entry in rustix::fs::Dir::read_from(&dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());

@@ -116,7 +116,7 @@ impl ImgFs {
     }
 
     /// OPENDIR of the own directory: `.`, `..` and its files.
-    pub(super) fn own_listing(&self) -> Result<Listing> {
+    pub(super) fn own_listing(&self, uid: u32) -> Result<Listing> {
         let meta = self.own_attr(0, OwnFile::Dir)?.meta;
         let entry = |name: &str, kind, own: OwnFile| DirEntry {
             name: name.into(),
@@ -131,7 +131,7 @@ impl ImgFs {
         for (name, own) in OwnFile::LISTED {
             entries.push(entry(name, FileType::RegularFile, own));
         }
-        let mut charge = self.handles.charge();
+        let mut charge = self.handles.charge(uid);
         charge.add_all(&entries, Path::new(OWN_DIR))?;
         Ok(Listing {
             dir: None,

@@ -531,6 +531,7 @@ fn an_outdated_variant_is_served_from_the_cache_only_to_whom_its_inputs_were_jud
 fn directory_listings_held_open_are_bounded_together_and_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
+    std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(src.join("big")).unwrap();
     for i in 0..100 {
         std::fs::write(src.join(format!("big/{i:036}.png")), b"").unwrap();
@@ -540,18 +541,30 @@ fn directory_listings_held_open_are_bounded_together_and_given_back() {
     let options = MountOptions {
         jobs: 2,
         disk_cache: None,
-        // One listing of `big` (100 entries of ~100 bytes) fits, two do not.
-        listing_bytes: 16 << 10,
+        // A listing of `big` (102 entries of ~104 bytes) fits a user's half, two do not,
+        // and three users' do not fit the whole.
+        listing_bytes: 24 << 10,
         ..MountOptions::default()
     };
     let fs = ImgFs::new(src, Default::default(), styles, &options).unwrap();
     let root = Caller::root();
     let big = lookup(&fs, &root, "big").unwrap().ino;
     let first = fs.opendir(&root, big).unwrap();
-    assert_eq!(errno(fs.opendir(&root, big)), libc::ENOMEM);
+    assert_eq!(
+        errno(fs.opendir(&root, big)),
+        libc::ENOMEM,
+        "one user's half"
+    );
     let view = lookup(&fs, &root, "@style,small/big").unwrap().ino;
     let refused = fs.opendir(&root, view).map(|_| ()).unwrap_err();
     assert_eq!(refused.errno(), libc::ENOMEM, "views count: {refused}");
+    // Second hostile review of 2026-12-03: one user could take the whole bound.
+    let (second, third) = (Caller::new(1000, 1000, 0), Caller::new(1001, 1001, 0));
+    let other = fs.opendir(&second, big).unwrap();
+    let err = fs.opendir(&third, big).map(|_| ()).unwrap_err();
+    assert_eq!(err.errno(), libc::ENOMEM);
+    assert!(err.to_string().contains("all users'"), "{err}");
+    fs.releasedir(other);
     // A small directory still lists, and a closed handle gives its bytes back.
     assert_eq!(entries(&fs, &root, ROOT, false).len(), 3);
     fs.releasedir(first);
@@ -562,6 +575,7 @@ fn directory_listings_held_open_are_bounded_together_and_given_back() {
         fs.handles.listed_bytes()
     );
     assert_eq!(entries(&fs, &root, big, false).len(), 102);
+    assert_eq!(entries(&fs, &third, big, false).len(), 102);
 }
 
 /// Second hostile review of 2026-12-03: an open variant keeps its bytes after the cache

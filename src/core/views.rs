@@ -164,7 +164,7 @@ impl ImgFs {
         let fd = walked.dir().open_dir(&dir)?;
         let io = |e: rustix::io::Errno| Error::io(dir.display(), e.into());
         let (mut images, mut dirs) = (Vec::new(), BTreeMap::new());
-        let mut charge = self.handles.charge();
+        let mut charge = self.handles.charge(caller.uid);
         // An image's name is kept twice (shown and source), a map entry costs about a
         // listing entry.
         let cost = |name: &OsStr, times: usize| (size_of::<DirEntry>() + times * name.len()) as u64;
@@ -314,7 +314,8 @@ impl ImgFs {
             source_ino: meta.ino,
             source: None,
         };
-        let (mut entries, mut charge) = (vec![dot("."), dot("..")], self.handles.charge());
+        let (mut entries, mut charge) =
+            (vec![dot("."), dot("..")], self.handles.charge(caller.uid));
         let dirs = names.dirs.iter().map(|(name, &ino)| DirEntry {
             name: name.clone(),
             kind: FileType::Directory,

@@ -911,16 +911,19 @@ fn long_names_and_names_with_at_spaces_and_unicode() {
     assert_mount_alive(&m, "base.jpg@resize,w_10");
 }
 
-/// Each open directory holds its listing: past `--listing-memory` together, opendir is
-/// ENOMEM (not a mount grown by the size of a huge directory times its openers), and a
-/// closed one gives its share back.
+/// Each open directory holds its listing: past `--listing-memory` together, or half of it
+/// for one user, opendir is ENOMEM (not a mount grown by the size of a huge directory times
+/// its openers), and a closed one gives its share back.
 #[test]
 fn directory_listings_held_open_are_bounded() {
     let options = MountOptions {
-        listing_bytes: 64 << 10,
+        // A listing of `big` (400 entries of ~104 bytes) fits one user's half, two do not.
+        listing_bytes: 96 << 10,
+        options: vec!["allow_other".into()],
         ..MountOptions::default()
     };
     let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
         fs::create_dir(src.join("big")).unwrap();
         for i in 0..400 {
             fs::write(src.join(format!("big/{i:036}.txt")), b"").unwrap();
@@ -929,6 +932,24 @@ fn directory_listings_held_open_are_bounded() {
     let big = m.mnt.join("big");
     let first = fs::read_dir(&big).unwrap();
     assert_eq!(errno_of(fs::read_dir(&big)), libc::ENOMEM);
+    // Second hostile review of 2026-12-03: one user could take the whole bound.
+    let listed = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "ls",
+            "-1",
+        ])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(listed.stdout.iter().filter(|&&b| b == b'\n').count(), 400);
     assert_eq!(
         fs::read_dir(&m.mnt).unwrap().count(),
         1,
