@@ -38,9 +38,14 @@ pub enum Error {
     #[error("stale: {0}")]
     Stale(String),
     /// The memory set aside for this kind of request is in use (directory listings past
-    /// `--listing-memory`): opendir(3)'s own errno for it. ENOMEM.
+    /// `--listing-memory`, open variants past `--open-memory`): opendir(3)'s and open(2)'s
+    /// own errno for it. ENOMEM.
     #[error("out of memory: {0}")]
     NoMemory(String),
+    /// The mount's table of open files and directories is full (all users', or one user's
+    /// half): open(2)'s own errno for a full system table. ENFILE.
+    #[error("too many open files: {0}")]
+    TooManyOpen(String),
     /// Reading failed for a reason of the machine's (kept for the log line). EIO.
     #[error("{message}")]
     Io { errno: i32, message: String },
@@ -69,6 +74,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ESTALE => "ESTALE",
         libc::EROFS => "EROFS",
         libc::ENOMEM => "ENOMEM",
+        libc::ENFILE => "ENFILE",
         _ => "EIO",
     }
 }
@@ -86,6 +92,7 @@ impl Error {
             Error::TooLarge(_) => libc::EFBIG,
             Error::Stale(_) => libc::ESTALE,
             Error::NoMemory(_) => libc::ENOMEM,
+            Error::TooManyOpen(_) => libc::ENFILE,
             Error::Decode(_) | Error::Encode(_) | Error::Io { .. } => libc::EIO,
         }
     }
@@ -141,6 +148,7 @@ impl Error {
             Error::TooLarge(m) => Error::TooLarge(with(m)),
             Error::Stale(m) => Error::Stale(with(m)),
             Error::NoMemory(m) => Error::NoMemory(with(m)),
+            Error::TooManyOpen(m) => Error::TooManyOpen(with(m)),
             Error::Decode(m) => Error::Decode(with(m)),
             Error::Encode(m) => Error::Encode(with(m)),
             Error::Io { errno, message } => Error::Io {

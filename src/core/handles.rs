@@ -146,11 +146,61 @@ impl Drop for Charge {
     }
 }
 
+/// Open handles, files and directories, for all users and per user: most hold a descriptor
+/// (a source file, a listed directory), and the process has a limited number. Bounded so
+/// that no one can take them all: a mount out of descriptors could open nothing for anyone.
+#[derive(Debug)]
+struct OpenCount {
+    bound: usize,
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+impl OpenCount {
+    fn add(&mut self, uid: u32) -> Result<()> {
+        let mine = self.by_uid.get(&uid).copied().unwrap_or(0);
+        if self.total >= self.bound || mine >= self.bound / 2 {
+            let whose = if self.total >= self.bound {
+                format!("all users' {}", self.bound)
+            } else {
+                format!("this user's {}", self.bound / 2)
+            };
+            return Err(Error::TooManyOpen(format!(
+                "not opened: {whose} open files and directories are held (the mount's \
+                 table: three quarters of its descriptor limit, half of it per user)"
+            )));
+        }
+        self.total += 1;
+        *self.by_uid.entry(uid).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, uid: u32) {
+        self.total -= 1;
+        if let Some(mine) = self.by_uid.get_mut(&uid) {
+            *mine -= 1;
+            if *mine == 0 {
+                self.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// How many handles may be open at once: three quarters of the process's descriptor limit
+/// (the rest for the cache's memory files, conversions' reads and the disk cache).
+pub fn open_handles_bound() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let descriptors = limit.current.unwrap_or(1 << 20).min(1 << 20) as usize;
+    descriptors / 4 * 3
+}
+
 pub struct Handles {
     /// Open files, and the uid that opened each.
     files: Mutex<HashMap<u64, (OpenFile, u32)>>,
     pinned: Mutex<PinnedBytes>,
-    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    open: Mutex<OpenCount>,
+    /// Open directories, and the uid that opened each.
+    dirs: Mutex<HashMap<u64, (Arc<Listing>, u32)>>,
     next: AtomicU64,
     listed: Arc<ListedBytes>,
 }
@@ -161,12 +211,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Handles {
-    /// Handles whose listings hold at most `listing_bytes` together, and whose open
-    /// variants `open_bytes` (see [`PinnedBytes`]).
-    pub fn new(listing_bytes: u64, open_bytes: u64) -> Handles {
+    /// At most `open_handles` handles (see [`open_handles_bound`]), whose listings hold at
+    /// most `listing_bytes` together, and whose open variants `open_bytes` (see
+    /// [`PinnedBytes`]).
+    pub fn new(open_handles: usize, listing_bytes: u64, open_bytes: u64) -> Handles {
         Handles {
             files: Mutex::default(),
             pinned: Mutex::new(PinnedBytes::new(open_bytes)),
+            open: Mutex::new(OpenCount {
+                bound: open_handles,
+                total: 0,
+                by_uid: HashMap::new(),
+            }),
             dirs: Mutex::default(),
             next: AtomicU64::new(0),
             listed: Arc::new(ListedBytes {
@@ -195,10 +251,15 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A handle for `file`, opened by `uid`; ENOMEM if the bytes it pins do not fit.
+    /// A handle for `file`, opened by `uid`; ENFILE if the table of handles is full, ENOMEM
+    /// if the bytes it pins do not fit.
     pub fn open(&self, file: OpenFile, uid: u32) -> Result<u64> {
+        lock(&self.open).add(uid)?;
         if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
-            lock(&self.pinned).pin(uid, out)?;
+            if let Err(err) = lock(&self.pinned).pin(uid, out) {
+                lock(&self.open).remove(uid);
+                return Err(err);
+            }
         }
         let fh = self.next_number();
         lock(&self.files).insert(fh, (file, uid));
@@ -214,6 +275,7 @@ impl Handles {
         if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
             lock(&self.pinned).unpin(uid, out);
         }
+        lock(&self.open).remove(uid);
         Some(file)
     }
 
@@ -223,17 +285,60 @@ impl Handles {
         lock(&self.pinned).total()
     }
 
-    pub fn open_dir(&self, listing: Listing) -> u64 {
+    /// A handle for `listing`, opened by `uid`; ENFILE if the table of handles is full.
+    pub fn open_dir(&self, listing: Listing, uid: u32) -> Result<u64> {
+        lock(&self.open).add(uid)?;
         let fh = self.next_number();
-        lock(&self.dirs).insert(fh, Arc::new(listing));
-        fh
+        lock(&self.dirs).insert(fh, (Arc::new(listing), uid));
+        Ok(fh)
     }
 
     pub fn dir(&self, fh: u64) -> Option<Arc<Listing>> {
-        lock(&self.dirs).get(&fh).cloned()
+        lock(&self.dirs)
+            .get(&fh)
+            .map(|(listing, _)| listing.clone())
     }
 
     pub fn release_dir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        if let Some((_, uid)) = lock(&self.dirs).remove(&fh) {
+            lock(&self.open).remove(uid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> OpenFile {
+        OpenFile::Source(Arc::new(File::open("/dev/null").unwrap()))
+    }
+
+    /// Second hostile review of 2026-12-03: every open file or directory holds a descriptor,
+    /// and one user could hold them all, so the mount could open nothing for anyone.
+    #[test]
+    fn open_handles_are_bounded_per_user_and_together() {
+        let handles = Handles::new(4, 1 << 20, 1 << 20);
+        let mine: Vec<u64> = (0..2).map(|_| handles.open(source(), 1).unwrap()).collect();
+        let err = handles.open(source(), 1).unwrap_err();
+        assert_eq!(err.errno(), libc::ENFILE);
+        assert!(err.to_string().contains("this user's 2"), "{err}");
+        let theirs = handles.open(source(), 2).unwrap();
+        let listing = Listing {
+            dir: None,
+            meta: crate::source::Meta::of(File::open("/").unwrap()).unwrap(),
+            entries: Vec::new(),
+            view: false,
+            _charge: handles.charge(2),
+        };
+        let dir = handles.open_dir(listing, 2).unwrap();
+        let err = handles.open(source(), 3).unwrap_err();
+        assert!(err.to_string().contains("all users' 4"), "{err}");
+        handles.release(mine[0]);
+        handles.release_dir(dir);
+        handles.open(source(), 3).unwrap();
+        handles.open(source(), 1).unwrap();
+        handles.release(theirs);
+        assert_eq!(lock(&handles.open).total, 3);
     }
 }

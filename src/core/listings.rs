@@ -22,10 +22,14 @@ impl ImgFs {
         match node.kind {
             Kind::Source { .. } => {}
             Kind::Own(OwnFile::Dir) => {
-                return Ok(self.handles.open_dir(self.own_listing(caller.uid)?))
+                return self
+                    .handles
+                    .open_dir(self.own_listing(caller.uid)?, caller.uid)
             }
             Kind::ViewDir(_) => {
-                return Ok(self.handles.open_dir(self.view_listing(&node, caller)?))
+                return self
+                    .handles
+                    .open_dir(self.view_listing(&node, caller)?, caller.uid)
             }
             _ => {
                 return Err(Error::NotFound(format!(
@@ -52,13 +56,16 @@ impl ImgFs {
         }
         // `.` and `..` first, the rest in the order the source file system lists them.
         entries.sort_by_key(|e| !matches!(e.name.as_bytes(), b"." | b".."));
-        Ok(self.handles.open_dir(Listing {
-            dir: Some(dir),
-            meta,
-            entries,
-            view: false,
-            _charge: charge,
-        }))
+        self.handles.open_dir(
+            Listing {
+                dir: Some(dir),
+                meta,
+                entries,
+                view: false,
+                _charge: charge,
+            },
+            caller.uid,
+        )
     }
 
     /// READDIR(PLUS) of directory `ino` from `offset`: `reply` takes each entry until it

@@ -135,7 +135,11 @@ impl ImgFs {
             styles,
             converter: Converter::new(settings, (cache, disk), gate, options.jobs)?,
             inodes: Mutex::new(Table::new(&root_meta)),
-            handles: Handles::new(options.listing_bytes, options.open_bytes),
+            handles: Handles::new(
+                handles::open_handles_bound(),
+                options.listing_bytes,
+                options.open_bytes,
+            ),
             kernel: OnceLock::new(),
             forgotten: AtomicUsize::new(1),
             snapshots: own_files::Snapshots::default(),

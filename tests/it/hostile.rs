@@ -1318,3 +1318,53 @@ fn variants_held_open_are_bounded() {
     fs::write(&copy, &bmp).unwrap();
     assert_eq!(inspect(&copy), ("bmp".to_string(), 40, 30));
 }
+
+/// Second hostile review of 2026-12-03: every open file or directory holds one of the
+/// mount's descriptors, and one user could hold them all, so the mount could then open
+/// nothing for anyone. With a descriptor limit of 200, the mount keeps 150 handles, 75 a
+/// user: the 76th open of one user is ENFILE, another user still opens, and a close frees.
+#[test]
+fn open_files_are_bounded_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(src.join("a.txt"), b"a\n").unwrap();
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=200:200")
+        .arg(crate::common::bin())
+        .args(["mount", "--no-disk-cache", "-o", "allow_other"])
+        .args([&src, &mnt])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !crate::common::is_mounted(&mnt) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let file = mnt.join("a.txt");
+    let held: Vec<fs::File> = (0..75).map(|_| fs::File::open(&file).unwrap()).collect();
+    let refused = errno_of(fs::File::open(&file));
+    let other = as_nobody(&file);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        match fs::read(&file) {
+            Err(err) if Instant::now() < deadline && err.raw_os_error() == Some(libc::ENFILE) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            read => break read,
+        }
+    };
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = child.wait();
+    assert_eq!(refused, libc::ENFILE);
+    assert_eq!(
+        other.stdout,
+        b"a\n",
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_eq!(reopened.unwrap(), b"a\n");
+}
