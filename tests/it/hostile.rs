@@ -970,6 +970,28 @@ fn directory_listings_held_open_are_bounded() {
     assert_eq!(listed, 400);
 }
 
+/// `command` (the binary, or a wrapper running it) mounting `src` on `mnt` with `options`,
+/// once the mount is there.
+fn mounted_by(
+    mut command: Command,
+    src: &Path,
+    mnt: &Path,
+    options: &[&str],
+) -> std::process::Child {
+    let child = command
+        .args(["mount", "--no-disk-cache"])
+        .args(options)
+        .args([src, mnt])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !crate::common::is_mounted(mnt) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// A file name is anyone's to choose, and a mount logs the name of a file it cannot convert:
 /// a newline in the name must not start a line that reads as the mount's own.
 #[test]
@@ -985,17 +1007,9 @@ fn a_name_with_a_newline_cannot_forge_a_log_line() {
     let forged = "2026-12-03T00:00:00.000000Z ERROR forged";
     let name = format!("x.jpg\n{forged}.jpg");
     fs::write(src.join(&name), b"not an image").unwrap();
-    let mut child = Command::new(crate::common::bin())
-        .args(["mount", "--no-disk-cache"])
-        .args([&src, &mnt])
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !crate::common::is_mounted(&mnt) {
-        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut binary = Command::new(crate::common::bin());
+    binary.stderr(fs::File::create(&log).unwrap());
+    let mut child = mounted_by(binary, &src, &mnt, &[]);
     let read = fs::read(mnt.join(format!("{name}@resize,w_10")));
     let _ = Command::new("umount").arg(&mnt).status();
     let _ = child.wait();
@@ -1331,18 +1345,9 @@ fn open_files_are_bounded_per_user() {
     fs::create_dir_all(&src).unwrap();
     fs::create_dir_all(&mnt).unwrap();
     fs::write(src.join("a.txt"), b"a\n").unwrap();
-    let mut child = Command::new("prlimit")
-        .arg("--nofile=200:200")
-        .arg(crate::common::bin())
-        .args(["mount", "--no-disk-cache", "-o", "allow_other"])
-        .args([&src, &mnt])
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !crate::common::is_mounted(&mnt) {
-        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut limited = Command::new("prlimit");
+    limited.arg("--nofile=200:200").arg(crate::common::bin());
+    let mut child = mounted_by(limited, &src, &mnt, &["-o", "allow_other"]);
     let file = mnt.join("a.txt");
     let held: Vec<fs::File> = (0..75).map(|_| fs::File::open(&file).unwrap()).collect();
     let refused = errno_of(fs::File::open(&file));
