@@ -209,7 +209,8 @@ impl Converter {
     }
 
     /// The variant `name` (for log lines): `spec` applied to `inputs`, from the cache, by
-    /// joining the conversion in flight, or by starting one on a worker. `then` runs once,
+    /// joining the conversion in flight, or by starting one on a worker, queued for user
+    /// `uid` (users' conversions are started in turn). `then` runs once,
     /// on whichever thread has the answer, with the version the bytes were made from (a
     /// later one than `inputs.version()` if an input changed before it was read).
     pub fn convert(
@@ -218,6 +219,7 @@ impl Converter {
         spec: &Arc<Spec>,
         canonical: &str,
         inputs: Inputs,
+        uid: u32,
         then: impl FnOnce(Result<Converted>, &Version) + Send + 'static,
     ) {
         let key = Key {
@@ -234,7 +236,7 @@ impl Converter {
         self.cache.stats.conversions.fetch_add(1, Ordering::Relaxed);
         let (settings, spec, name) = (self.settings.clone(), spec.clone(), name.to_path_buf());
         let (gate, disk, metrics) = (self.gate.clone(), self.disk.clone(), self.metrics.clone());
-        self.workers.spawn(move || {
+        self.workers.spawn(uid, move || {
             let started = Instant::now();
             let _span = tracing::debug_span!("convert", name = %name.display()).entered();
             let mut read = None;

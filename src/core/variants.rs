@@ -121,6 +121,7 @@ impl ImgFs {
             &recipe.spec,
             &recipe.canonical,
             inputs,
+            caller.uid,
             move |result, version| {
                 let out = match result {
                     Ok(out) => out,
@@ -212,6 +213,7 @@ impl ImgFs {
             &recipe.spec,
             &recipe.canonical,
             inputs,
+            caller.uid,
             move |result, version| {
                 let v = variant_of(&held);
                 then(result.map(|out| {

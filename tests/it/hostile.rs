@@ -1180,6 +1180,15 @@ fn watermark_paths_cannot_leave_the_root() {
     assert!(got == 0 || got == EINVAL, "sub/../mark.png: {got}");
 }
 
+/// A mount others may use (`allow_other`, the source's parent open to all), filled by `fill`.
+fn shared_mount(mut options: MountOptions, fill: impl FnOnce(&Path)) -> Mount {
+    options.options.push("allow_other".into());
+    Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+        fill(src)
+    })
+}
+
 fn as_nobody(path: &Path) -> std::process::Output {
     Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
@@ -1190,15 +1199,11 @@ fn as_nobody(path: &Path) -> std::process::Output {
 
 #[test]
 fn with_allow_other_unreadable_sources_have_unreadable_variants() {
-    let m = Mount::with(
+    let m = shared_mount(
         MountOptions {
-            options: vec!["allow_other".into()],
             ..MountOptions::default()
         },
-        Settings::default(),
-        Styles::default(),
         |src| {
-            fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
             make_jpeg(&src.join("private.jpg"), 40, 30);
             make_jpeg(&src.join("public.jpg"), 40, 30);
             fs::set_permissions(src.join("private.jpg"), fs::Permissions::from_mode(0o600))
@@ -1250,16 +1255,12 @@ fn with_allow_other_unreadable_sources_have_unreadable_variants() {
 /// directory when nobody asks again; imgfs sees the swap and the kernel walks again.
 #[test]
 fn a_directory_swapped_in_cannot_be_searched_through_the_old_ones_rights() {
-    let m = Mount::with(
+    let m = shared_mount(
         MountOptions {
-            options: vec!["allow_other".into()],
             attr_ttl: Duration::from_secs(60),
             ..MountOptions::default()
         },
-        Settings::default(),
-        Styles::default(),
         |src| {
-            fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
             for d in ["team/open", "team/closed"] {
                 fs::create_dir_all(src.join(d)).unwrap();
             }
@@ -1372,4 +1373,52 @@ fn open_files_are_bounded_per_user() {
         String::from_utf8_lossy(&other.stderr)
     );
     assert_eq!(reopened.unwrap(), b"a\n");
+}
+
+/// Second hostile review of 2026-12-03: conversions were started first come first served,
+/// so one user who asked for many made everyone else wait for all of them. Users are served
+/// in turn: with one job, nobody's conversion asked after root's twenty is done long before
+/// root's are.
+#[test]
+fn one_users_many_conversions_do_not_hold_up_another_users_one() {
+    const ROOTS: usize = 20;
+    let m = shared_mount(
+        MountOptions {
+            jobs: 1,
+            disk_cache: None,
+            ..MountOptions::default()
+        },
+        |src| {
+            // Each in its own directory: the kernel may serialise lookups in one.
+            for i in 0..=ROOTS {
+                fs::create_dir(src.join(format!("d{i}"))).unwrap();
+                make_jpeg(&src.join(format!("d{i}/p.jpg")), 800, 600);
+            }
+        },
+    );
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..ROOTS {
+            let (m, done) = (&m, &done);
+            scope.spawn(move || {
+                let name = format!("d{i}/p.jpg@resize,w_300@format,webp");
+                fs::read(m.path(&name)).unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        while m.conversions() < ROOTS as u64 {
+            std::thread::yield_now();
+        }
+        let theirs = as_nobody(&m.path(&format!("d{ROOTS}/p.jpg@resize,w_300@format,webp")));
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            theirs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert!(
+            finished <= ROOTS / 2,
+            "nobody's conversion waited for {finished} of root's {ROOTS}"
+        );
+    });
 }
