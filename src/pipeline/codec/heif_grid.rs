@@ -53,7 +53,7 @@ unsafe extern "C" fn release_image(image: *mut lh::heif_image) {
 
 /// # Safety
 /// `handle` is a live heif_image_handle that the caller owns and does not use after this call.
-unsafe extern "C" fn release_handle(handle: *mut lh::heif_image_handle) {
+pub(super) unsafe extern "C" fn release_handle(handle: *mut lh::heif_image_handle) {
     // SAFETY: the caller's contract above (Owned::drop: a non-null handle it alone owns).
     unsafe { lh::heif_image_handle_release(handle) }
 }
@@ -494,6 +494,131 @@ mod tests {
             icc,
             exif,
         }
+    }
+
+    /// A real grid HEIC of `layout` whose tiles are all one black picture (encoded once and
+    /// replayed at every position, so a 30000² grid takes a second), its grid's `ispe`
+    /// patched to `ispe`: what a hostile file may declare to the probe.
+    fn grid_file(layout: &Layout, ispe: (u32, u32)) -> Vec<u8> {
+        let request = heic_50(None, None);
+        let tile = RgbImage::new(layout.tile.0, layout.tile.1);
+        let picture = encode_alone(&tile, &Layout::of(layout.tile), 0, &request).unwrap();
+        let pictures = vec![picture; layout.tiles() as usize];
+        let mut bytes = super::super::heif_replay::replaying(pictures, |replay| {
+            assemble(Pixels::Blank, layout, &request, replay)
+        })
+        .unwrap();
+        // The grid item's `ispe` (a full box: version and flags, then the sides); the
+        // tiles' own `ispe` holds the tile's sides.
+        let mut declared = b"ispe\0\0\0\0".to_vec();
+        declared.extend(layout.size.0.to_be_bytes());
+        declared.extend(layout.size.1.to_be_bytes());
+        let at = bytes
+            .windows(declared.len())
+            .position(|w| w == declared)
+            .expect("the grid's ispe box");
+        bytes[at + 8..at + 12].copy_from_slice(&ispe.0.to_be_bytes());
+        bytes[at + 12..at + 16].copy_from_slice(&ispe.1.to_be_bytes());
+        bytes
+    }
+
+    /// The file of [`a_grid_larger_than_its_ispe_is_refused_before_its_decode`], written to
+    /// $IMGFS_HOSTILE_GRID to measure a conversion of it (`/usr/bin/time -v imgfs convert`).
+    #[test]
+    #[ignore]
+    fn write_the_hostile_grid() {
+        let path = std::env::var("IMGFS_HOSTILE_GRID").unwrap();
+        let bytes = grid_file(&Layout::of((30000, 30000)), (64, 64));
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The errno a conversion of `bytes` to JPEG fails with.
+    fn conversion_errno(bytes: &[u8]) -> i32 {
+        let spec = crate::spec::Spec::parse("format,jpeg", &Default::default()).unwrap();
+        let settings = crate::pipeline::Settings::default();
+        let marks = crate::pipeline::Marks::default();
+        let err = crate::pipeline::convert(bytes, &marks, &spec, &settings).unwrap_err();
+        err.errno()
+    }
+
+    /// Second hostile review of 2026-12-03: the probe read a HEIC's size from its primary
+    /// image's `ispe` alone, so a grid declaring 64×64 there but 30000×30000 in its grid
+    /// header (900 tiles of 1008²) passed the source limits and was admitted for a 64×64
+    /// estimate; libheif then allocated the 30000² canvas and decoded every tile before it
+    /// compared the sizes (1.35 GB peak RSS and 3.7 s for `imgfs convert` of this 0.35 MB
+    /// file; 14 MB and 0.01 s now). Now the probe refuses it (EIO) from libheif's tiling,
+    /// before any estimate or decode, and libheif itself refuses the canvas on a decode
+    /// that skips the probe.
+    #[test]
+    fn a_grid_larger_than_its_ispe_is_refused_before_its_decode() {
+        let bytes = grid_file(&Layout::of((30000, 30000)), (64, 64));
+        let err = super::super::probe(&bytes).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert!(
+            err.to_string()
+                .contains("30000x30000 but its ispe says 64x64"),
+            "{err}"
+        );
+        assert_eq!(conversion_errno(&bytes), libc::EIO);
+
+        // libheif's own limits, set from the `ispe` on every decoding context, refuse the
+        // canvas before any tile is decoded, whatever the probe said.
+        let mut ctx = libheif_rs::HeifContext::read_from_bytes(&bytes).unwrap();
+        let handle = ctx.primary_image_handle().unwrap();
+        assert_eq!((handle.width(), handle.height()), (64, 64));
+        super::super::heif::bound(&mut ctx, &handle, Format::Heic).unwrap();
+        let rgb = libheif_rs::ColorSpace::Rgb(libheif_rs::RgbChroma::Rgb);
+        let started = std::time::Instant::now();
+        let err = libheif_rs::LibHeif::new()
+            .decode(&handle, rgb, None)
+            .err()
+            .expect("a decode past the limits");
+        let limit = matches!(
+            err.sub_code,
+            libheif_rs::HeifErrorSubCode::SecurityLimitExceeded
+        );
+        assert!(limit && err.message.contains("30000x30000"), "{err:?}");
+        // 900 tile decodes take seconds: none was started.
+        assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+    }
+
+    /// Second hostile review of 2026-12-03: tiles beyond a grid's output were decoded, each
+    /// in full, for nothing: rows and columns of tiles wholly outside it (400 tiles for a
+    /// 64×64 picture), or one tile larger than it. Both are EIO at the probe; a grid whose
+    /// sizes agree, its last tiles partly outside, converts as before.
+    #[test]
+    fn grid_tiles_outside_the_picture_are_refused_at_the_probe() {
+        let many = Layout {
+            size: (64, 64),
+            columns: 20,
+            rows: 20,
+            tile: (512, 512),
+        };
+        let large = Layout {
+            size: (64, 64),
+            columns: 1,
+            rows: 1,
+            tile: (1024, 1024),
+        };
+        for layout in [many, large] {
+            let bytes = grid_file(&layout, (64, 64));
+            let err = super::super::probe(&bytes).unwrap_err();
+            assert_eq!(err.errno(), libc::EIO, "{err}");
+            assert!(
+                err.to_string().contains("do not fit the image's 64x64"),
+                "{err}"
+            );
+            assert_eq!(conversion_errno(&bytes), libc::EIO);
+        }
+        let fair = Layout::of((2100, 1300));
+        let bytes = grid_file(&fair, fair.size);
+        let header = super::super::probe(&bytes).unwrap();
+        assert_eq!((header.width, header.height), (2100, 1300));
+        let decoded = super::super::decode(&bytes, &header, Default::default()).unwrap();
+        assert_eq!(
+            (decoded.image.width(), decoded.image.height()),
+            (2100, 1300)
+        );
     }
 
     #[test]

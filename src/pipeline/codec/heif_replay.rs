@@ -388,7 +388,7 @@ unsafe extern "C" fn query_input_colorspace(
     // SAFETY: the contract above.
     unsafe {
         if *colorspace == lh::heif_colorspace_heif_colorspace_monochrome {
-            *chroma = lh::heif_chroma_heif_chroma_monochrome;
+            *chroma = lh::heif_chroma_heif_chroma_planar; // "monochrome" before libheif 1.23
         } else {
             *colorspace = lh::heif_colorspace_heif_colorspace_YCbCr;
             *chroma = lh::heif_chroma_heif_chroma_420;
