@@ -522,16 +522,6 @@ mod tests {
         bytes
     }
 
-    /// The file of [`a_grid_larger_than_its_ispe_is_refused_before_its_decode`], written to
-    /// $IMGFS_HOSTILE_GRID to measure a conversion of it (`/usr/bin/time -v imgfs convert`).
-    #[test]
-    #[ignore]
-    fn write_the_hostile_grid() {
-        let path = std::env::var("IMGFS_HOSTILE_GRID").unwrap();
-        let bytes = grid_file(&Layout::of((30000, 30000)), (64, 64));
-        std::fs::write(path, bytes).unwrap();
-    }
-
     /// The errno a conversion of `bytes` to JPEG fails with.
     fn conversion_errno(bytes: &[u8]) -> i32 {
         let spec = crate::spec::Spec::parse("format,jpeg", &Default::default()).unwrap();
@@ -566,7 +556,7 @@ mod tests {
         let mut ctx = libheif_rs::HeifContext::read_from_bytes(&bytes).unwrap();
         let handle = ctx.primary_image_handle().unwrap();
         assert_eq!((handle.width(), handle.height()), (64, 64));
-        super::super::heif::bound(&mut ctx, &handle, Format::Heic).unwrap();
+        super::super::heif_bounds::bound(&mut ctx, &handle, Format::Heic).unwrap();
         let rgb = libheif_rs::ColorSpace::Rgb(libheif_rs::RgbChroma::Rgb);
         let started = std::time::Instant::now();
         let err = libheif_rs::LibHeif::new()

@@ -1,6 +1,7 @@
 //! Decoders and encoders, one module per codec, behind three calls: probe, decode, encode.
 
 mod heif;
+mod heif_bounds;
 mod heif_grid;
 mod heif_replay;
 mod jpeg;
