@@ -383,6 +383,34 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// Second hostile review of 2026-12-03: a HEIF was judged at its size as shown, so a
+    /// 30000² `ispe` cropped (`clap`) to 64² passed the limits and was admitted for a 64²
+    /// decode, while libheif builds the whole coded picture first.
+    #[test]
+    fn a_heif_is_judged_at_the_size_it_decodes_to_before_its_crop() {
+        let header = |coded| codec::Header {
+            format: Format::Heic,
+            width: 64,
+            height: 64,
+            frames: 1,
+            orientation: image::metadata::Orientation::NoTransforms,
+            coded,
+        };
+        let limits = Limits::default();
+        assert!(crate::pipeline::check_header(&header(None), &limits).is_ok());
+        let err = crate::pipeline::check_header(&header(Some((30000, 30000))), &limits);
+        assert_eq!(err.map_err(|e| e.errno()), Err(libc::EFBIG), "900 MP");
+        let cost = |coded| codec::decode_cost(&[], &header(coded), &Default::default());
+        assert_eq!(cost(None).bytes, 64 * 64 * 4 * 5 / 2);
+        let cropped = cost(Some((4000, 3000)));
+        assert_eq!(cropped.bytes, 4000 * 3000 * 4 * 5 / 2);
+        assert_eq!(
+            cropped.size,
+            (64, 64),
+            "operations still see the image as shown"
+        );
+    }
+
     #[test]
     fn reservations_wait_until_they_fit_and_a_huge_one_runs_alone() {
         let gate = Arc::new(MemoryGate::new(100));
@@ -711,6 +739,7 @@ mod tests {
             height: h,
             frames: 1,
             orientation: image::metadata::Orientation::NoTransforms,
+            coded: None,
         };
         MarkSource {
             header,

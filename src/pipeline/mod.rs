@@ -211,8 +211,16 @@ fn convert_reserved<'g>(
 fn probe(source: &[u8], limits: &Limits) -> Result<Header> {
     limits.check_source_bytes(source.len() as u64)?;
     let header = codec::probe(source)?;
-    limits.check_source(header.width, header.height, header.frames)?;
+    check_header(&header, limits)?;
     Ok(header)
+}
+
+/// The source's size as shown and as the decoder builds it (a HEIF's `ispe` before its
+/// crop) within the limits.
+fn check_header(header: &Header, limits: &Limits) -> Result<()> {
+    limits.check_source(header.width, header.height, header.frames)?;
+    let (coded_width, coded_height) = header.coded_size();
+    limits.check_source(coded_width, coded_height, header.frames)
 }
 
 /// How a conversion will run, known from the header before any pixel exists.
@@ -383,6 +391,7 @@ fn finish(
             height,
             frames: 1,
             orientation: Orientation::NoTransforms,
+            coded: None,
         };
         return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
     }
@@ -446,6 +455,7 @@ fn convert_animation(
             height,
             frames: frames.frames.len() as u64,
             orientation: Orientation::NoTransforms,
+            coded: None,
         };
         return info::describe_with_exif(&bytes, &described, None);
     }

@@ -239,12 +239,18 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
     let handle = ctx
         .primary_image_handle()
         .map_err(|e| decode_error(format, e))?;
+    let (width, height) = (handle.width(), handle.height());
+    let ispe = (handle.ispe_width(), handle.ispe_height());
+    let ispe = (ispe.0.max(0) as u32, ispe.1.max(0) as u32);
+    // A rotation swaps the sides; only a crop makes the coded picture larger.
+    let larger = u64::from(ispe.0) * u64::from(ispe.1) > u64::from(width) * u64::from(height);
     Ok(Header {
         format,
-        width: handle.width(),
-        height: handle.height(),
+        width,
+        height,
         frames: 1,
         orientation: Orientation::NoTransforms,
+        coded: larger.then_some(ispe),
     })
 }
 

@@ -23,6 +23,7 @@ pub(super) fn probe(bytes: &[u8]) -> Result<Header> {
         orientation: exif_segment(bytes)
             .and_then(Orientation::from_exif_chunk)
             .unwrap_or(Orientation::NoTransforms),
+        coded: None,
     })
 }
 

@@ -40,6 +40,18 @@ pub struct Header {
     pub frames: u64,
     /// EXIF orientation; NoTransforms where the decoder orients by itself (HEIF).
     pub orientation: Orientation,
+    /// What the decoder builds before the container's own transformations, where that is
+    /// more than the image: a HEIF's `ispe`, which a `clap` crop makes larger (second hostile
+    /// review of 2026-12-03: a 30000² `ispe` cropped to 64² was judged as 64²). None: as
+    /// stored.
+    pub coded: Option<(u32, u32)>,
+}
+
+impl Header {
+    /// The size the decoder builds: [`Header::coded`], else as stored.
+    pub fn coded_size(&self) -> (u32, u32) {
+        self.coded.unwrap_or((self.width, self.height))
+    }
 }
 
 /// A decoded still image, 8-bit RGB or RGBA, with the metadata that travels with it.
@@ -126,11 +138,16 @@ pub fn decode_cost(bytes: &[u8], header: &Header, request: &DecodeRequest) -> Co
     let frame = u64::from(size.0) * u64::from(size.1) * 4;
     match header.format {
         Format::Jpeg => jpeg::decode_cost(bytes, header, request.min_size),
-        // libheif's YCbCr planes, its interleaved RGB(A) and the image made from it.
-        Format::Heic | Format::Avif => Cost {
-            size,
-            bytes: frame * 5 / 2,
-        },
+        // libheif's YCbCr planes, its interleaved RGB(A) and the image made from it, all
+        // at the coded size (before a crop).
+        Format::Heic | Format::Avif => {
+            let (w, h) = header.coded_size();
+            let coded = (u64::from(w) * u64::from(h) * 4).max(frame);
+            Cost {
+                size,
+                bytes: coded * 5 / 2,
+            }
+        }
         // 16-bit and palette images are normalised to 8-bit RGB(A) by a copy.
         _ => Cost {
             size,

@@ -114,6 +114,7 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
         height,
         frames,
         orientation,
+        coded: None,
     })
 }
 
