@@ -489,7 +489,10 @@ mod tests {
             scope.spawn(move || {
                 let _held = gate.reserve(5);
                 // The grower's second, smaller grow may come before or after.
-                assert!(gate.lock().grow_turn >= 1, "admitted before the grower grew");
+                assert!(
+                    gate.lock().grow_turn >= 1,
+                    "admitted before the grower grew"
+                );
                 admitted.store(true, Ordering::SeqCst);
             });
             std::thread::sleep(Duration::from_millis(30));
