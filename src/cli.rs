@@ -201,6 +201,10 @@ pub struct ProcessingArgs {
     /// Largest output width x height.
     #[arg(long, default_value_t = Limits::default().max_output_pixels, help_heading = "Limits")]
     pub max_output_pixels: u64,
+    /// Largest estimated peak memory of one conversion (EFBIG beyond), e.g. 2GiB. Default:
+    /// half of the machine's memory.
+    #[arg(long, value_parser = parse_size, help_heading = "Limits")]
+    pub max_conversion_memory: Option<u64>,
     /// JPEG quality when the request has none.
     #[arg(long, default_value_t = Qualities::default().jpeg, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Qualities")]
     pub jpeg_quality: u8,
@@ -258,6 +262,7 @@ impl ProcessingArgs {
                 max_source_pixels: self.max_source_pixels,
                 max_output_side: self.max_output_side,
                 max_output_pixels: self.max_output_pixels,
+                max_conversion_bytes: self.max_conversion_memory,
             },
             qualities: Qualities {
                 jpeg: self.jpeg_quality,

@@ -32,6 +32,21 @@ pub struct Limits {
     pub max_output_side: u32,
     /// Largest output width × height.
     pub max_output_pixels: u64,
+    /// Largest estimated peak memory of one conversion; None: half of the machine's
+    /// memory ([`half_of_memory`]). The gate lets a conversion above `--convert-memory`
+    /// run alone; this refuses one no machine of this size should attempt.
+    pub max_conversion_bytes: Option<u64>,
+}
+
+/// `--max-conversion-memory`'s default: half of the machine's physical memory.
+pub fn half_of_memory() -> u64 {
+    static HALF: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let info = rustix::system::sysinfo();
+        info.totalram
+            .saturating_mul(u64::from(info.mem_unit.max(1)))
+            / 2
+    });
+    *HALF
 }
 
 impl Default for Limits {
@@ -43,6 +58,7 @@ impl Default for Limits {
             max_source_pixels: 250_000_000,
             max_output_side: 16_384,
             max_output_pixels: 16_777_216,
+            max_conversion_bytes: None,
         }
     }
 }
@@ -74,6 +90,20 @@ impl Limits {
                 "source is {width}x{height}x{} frames = {pixels} px, the limit is {} (--max-source-pixels)",
                 frames.max(1),
                 self.max_source_pixels
+            )));
+        }
+        Ok(())
+    }
+
+    /// A conversion's estimated peak (`pipeline::memory`) within `--max-conversion-memory`.
+    pub fn check_conversion_memory(&self, estimate: u64) -> Result<()> {
+        let bound = self.max_conversion_bytes.unwrap_or_else(half_of_memory);
+        if estimate > bound {
+            return Err(Error::TooLarge(format!(
+                "the conversion would hold an estimated {} at its peak, the limit is {} \
+                 (--max-conversion-memory)",
+                bytesize::ByteSize(estimate),
+                bytesize::ByteSize(bound)
             )));
         }
         Ok(())

@@ -378,6 +378,7 @@ impl Drop for Reservation<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::half_of_memory;
     use crate::pipeline::codec;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -567,6 +568,28 @@ mod tests {
 
     fn spec(text: &str) -> Spec {
         Spec::parse(text, &Default::default()).unwrap()
+    }
+
+    /// Second hostile review of 2026-12-03: a conversion estimated above the whole gate ran
+    /// alone however large; `--max-conversion-memory` (default half of the machine's memory)
+    /// refuses it before it decodes.
+    #[test]
+    fn a_conversion_estimated_over_max_conversion_memory_is_efbig() {
+        let mut png = Vec::new();
+        image::RgbImage::new(64, 48)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut settings = crate::pipeline::Settings::default();
+        assert!(half_of_memory() > 1 << 20, "{}", half_of_memory());
+        let convert = |settings: &crate::pipeline::Settings| {
+            let spec = spec("format,bmp");
+            crate::pipeline::convert(&png, &Default::default(), &spec, settings)
+        };
+        assert!(convert(&settings).is_ok());
+        settings.limits.max_conversion_bytes = Some(4 << 10);
+        let err = convert(&settings).err().unwrap();
+        assert_eq!(err.errno(), libc::EFBIG);
+        assert!(err.to_string().contains("--max-conversion-memory"), "{err}");
     }
 
     fn jpeg(size: (u32, u32)) -> Cost {

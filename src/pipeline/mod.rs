@@ -181,22 +181,24 @@ fn convert_reserved<'g>(
 ) -> Result<(Output, Option<Reservation<'g>>)> {
     let header = probe(source, &settings.limits)?;
     let mut grow = |bytes| {
+        settings.limits.check_conversion_memory(bytes)?;
         if let Some(reserved) = &mut reserved {
             reserved.grow(bytes);
         }
+        Ok::<_, Error>(())
     };
     if !spec.needs_pixels() {
-        grow(memory::estimate_info(source.len()));
+        grow(memory::estimate_info(source.len()))?;
     }
     match plan(source, &header, marks, spec, settings)? {
         Plan::Described(output) => Ok((output, reserved)),
         Plan::Animated { format, estimate } => {
-            grow(estimate);
+            grow(estimate)?;
             let output = convert_animation(source, marks, spec, settings, &header, format)?;
             Ok((output, reserved))
         }
         Plan::Still(plan) => {
-            grow(plan.estimate);
+            grow(plan.estimate)?;
             let mut decoded = decode_still(source, &header, &plan)?;
             let image = std::mem::replace(&mut decoded.image, DynamicImage::new_rgb8(0, 0));
             let output = finish(
