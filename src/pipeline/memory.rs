@@ -396,6 +396,7 @@ mod tests {
             frames: 1,
             orientation: image::metadata::Orientation::NoTransforms,
             coded,
+            deep: false,
         };
         let limits = Limits::default();
         assert!(crate::pipeline::check_header(&header(None), &limits).is_ok());
@@ -767,6 +768,7 @@ mod tests {
             frames: 1,
             orientation: image::metadata::Orientation::NoTransforms,
             coded: None,
+            deep: false,
         };
         MarkSource {
             header,

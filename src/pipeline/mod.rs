@@ -394,6 +394,7 @@ fn finish(
             frames: 1,
             orientation: Orientation::NoTransforms,
             coded: None,
+            deep: false,
         };
         return info::describe_with_exif(&output.bytes, &header, exif.as_deref());
     }
@@ -458,6 +459,7 @@ fn convert_animation(
             frames: frames.frames.len() as u64,
             orientation: Orientation::NoTransforms,
             coded: None,
+            deep: false,
         };
         return info::describe_with_exif(&bytes, &described, None);
     }

@@ -1422,3 +1422,45 @@ fn one_users_many_conversions_do_not_hold_up_another_users_one() {
         );
     });
 }
+
+/// A 10-bit HEIF decodes through planes of two bytes a sample, and was counted as an 8-bit
+/// one (a 10-bit 4:4:4 HEIC of 4.3 MP peaked 25.6 MB above its 8-bit twin): the gate
+/// admitted it for less than it holds.
+#[test]
+fn a_deep_heif_is_counted_with_its_two_byte_planes() {
+    use imgfs::pipeline::codec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (png16, png8, deep, flat) = (
+        path("16.png"),
+        path("8.png"),
+        path("deep.heic"),
+        path("flat.heic"),
+    );
+    run(
+        MAGICK,
+        &[
+            "-size",
+            "320x240",
+            "plasma:red-blue",
+            "-depth",
+            "16",
+            &png16,
+        ],
+    );
+    run(MAGICK, &[&png16, "-depth", "8", &png8]);
+    run(
+        "heif-enc",
+        &["-p", "chroma=444", "-b", "10", "-o", &deep, &png16],
+    );
+    run("heif-enc", &["-p", "chroma=444", "-o", &flat, &png8]);
+    let cost = |file: &str| {
+        let bytes = fs::read(file).unwrap();
+        let header = codec::probe(&bytes).unwrap();
+        let cost = codec::decode_cost(&bytes, &header, &Default::default());
+        (header.deep, cost.bytes)
+    };
+    let frame = 320 * 240 * 4;
+    assert_eq!(cost(&flat), (false, frame * 5 / 2));
+    assert_eq!(cost(&deep), (true, frame * 4));
+}

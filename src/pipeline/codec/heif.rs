@@ -251,6 +251,7 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
         frames: 1,
         orientation: Orientation::NoTransforms,
         coded: larger.then_some(ispe),
+        deep: handle.luma_bits_per_pixel() > 8 || handle.chroma_bits_per_pixel() > 8,
     })
 }
 

@@ -24,6 +24,7 @@ pub(super) fn probe(bytes: &[u8]) -> Result<Header> {
             .and_then(Orientation::from_exif_chunk)
             .unwrap_or(Orientation::NoTransforms),
         coded: None,
+        deep: false,
     })
 }
 

@@ -45,6 +45,9 @@ pub struct Header {
     /// review of 2026-12-03: a 30000² `ispe` cropped to 64² was judged as 64²). None: as
     /// stored.
     pub coded: Option<(u32, u32)>,
+    /// More than 8 bits a sample as coded (a HEIF's luma): the decoder's planes hold two
+    /// bytes a sample before the 8-bit image is made.
+    pub deep: bool,
 }
 
 impl Header {
@@ -139,13 +142,16 @@ pub fn decode_cost(bytes: &[u8], header: &Header, request: &DecodeRequest) -> Co
     match header.format {
         Format::Jpeg => jpeg::decode_cost(bytes, header, request.min_size),
         // libheif's YCbCr planes, its interleaved RGB(A) and the image made from it, all
-        // at the coded size (before a crop).
+        // at the coded size (before a crop). Planes of more than 8 bits take two bytes a
+        // sample: a 10-bit 4:4:4 HEIC of 4.3 MP peaked 25.6 MB (6 bytes a pixel) above
+        // its 8-bit twin (`/usr/bin/time -v imgfs convert … format,bmp`).
         Format::Heic | Format::Avif => {
             let (w, h) = header.coded_size();
             let coded = (u64::from(w) * u64::from(h) * 4).max(frame);
+            let per_frame = if header.deep { (4, 1) } else { (5, 2) };
             Cost {
                 size,
-                bytes: coded * 5 / 2,
+                bytes: coded * per_frame.0 / per_frame.1,
             }
         }
         // 16-bit and palette images are normalised to 8-bit RGB(A) by a copy.

@@ -115,6 +115,7 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
         frames,
         orientation,
         coded: None,
+        deep: false,
     })
 }
 
