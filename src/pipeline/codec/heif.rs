@@ -257,7 +257,8 @@ pub(super) fn probe(bytes: &[u8], format: Format) -> Result<Header> {
 
 pub(super) fn decode(bytes: &[u8], request: DecodeRequest) -> Result<Decoded> {
     let format = super::detect(bytes).unwrap_or(Format::Heic);
-    heif_bounds::check_tiling(bytes, format)?;
+    // The probe, which every decode follows, checked the tiling; `bound` holds libheif to
+    // it here without parsing the file a second time.
     let mut ctx = context(bytes, format)?;
     let handle = ctx
         .primary_image_handle()

@@ -1,7 +1,8 @@
 //! What a HEIF (HEIC, AVIF) file may decode to: no more than its primary image's `ispe`
 //! declares, the size the limits and the memory estimate judge (second hostile review of
-//! 2026-12-03). [`check_tiling`] refuses a grid that says otherwise before any pixel is
-//! decoded; [`bound`] holds libheif itself to that size in every decoding context.
+//! 2026-12-03). [`check_tiling`] refuses a grid that says otherwise at the probe, whose
+//! `Header` every decode needs; [`bound`] holds libheif itself to that size in every
+//! decoding context, without parsing the file again.
 
 use libheif_rs::HeifContext;
 
