@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rustix::fs::FileType;
 
 use super::pinned::PinnedBytes;
+use super::shares::Shares;
 use crate::cache::Converted;
 use crate::error::{Error, Result};
 use crate::source::Meta;
@@ -78,14 +79,7 @@ pub struct Listing {
 /// times over.
 #[derive(Debug)]
 pub struct ListedBytes {
-    bound: u64,
-    held: Mutex<Held>,
-}
-
-#[derive(Debug, Default)]
-struct Held {
-    total: u64,
-    by_uid: HashMap<u32, u64>,
+    held: Mutex<Shares>,
 }
 
 /// Bytes of one listing in [`ListedBytes`], counted to the user it was made for, given
@@ -101,26 +95,17 @@ impl Charge {
     /// Counts `bytes` more before they are spent; past the bound for all users, or half of
     /// it for this one, ENOMEM for listing `dir`.
     pub fn add(&mut self, bytes: u64, dir: &std::path::Path) -> Result<()> {
-        let account = &self.account;
-        let mut held = lock(&account.held);
-        let mine = held.by_uid.get(&self.uid).copied().unwrap_or(0);
-        let (all, share) = (account.bound, account.bound / 2);
-        if held.total + bytes > all || mine + bytes > share {
-            let (whose, bound) = if held.total + bytes > all {
-                ("all users'", all)
-            } else {
-                ("this user's", share)
-            };
-            return Err(Error::NoMemory(format!(
-                "{}: not listed: {whose} directory listings held open would pass {} \
+        let mut held = lock(&self.account.held);
+        held.add(self.uid, bytes, bytes).map_err(|over| {
+            Error::NoMemory(format!(
+                "{}: not listed: {} directory listings held open would pass {} \
                  (--listing-memory {}, half of it per user)",
                 dir.display(),
-                bytesize::ByteSize(bound),
-                bytesize::ByteSize(all),
-            )));
-        }
-        held.total += bytes;
-        *held.by_uid.entry(self.uid).or_insert(0) += bytes;
+                over.whose(),
+                bytesize::ByteSize(over.bound()),
+                bytesize::ByteSize(held.bound()),
+            ))
+        })?;
         self.bytes += bytes;
         Ok(())
     }
@@ -135,55 +120,21 @@ impl Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        let mut held = lock(&self.account.held);
-        held.total -= self.bytes;
-        if let Some(mine) = held.by_uid.get_mut(&self.uid) {
-            *mine -= self.bytes;
-            if *mine == 0 {
-                held.by_uid.remove(&self.uid);
-            }
-        }
+        lock(&self.account.held).remove(self.uid, self.bytes, self.bytes);
     }
 }
 
-/// Open handles, files and directories, for all users and per user: most hold a descriptor
-/// (a source file, a listed directory), and the process has a limited number. Bounded so
-/// that no one can take them all: a mount out of descriptors could open nothing for anyone.
-#[derive(Debug)]
-struct OpenCount {
-    bound: usize,
-    total: usize,
-    by_uid: HashMap<u32, usize>,
-}
-
-impl OpenCount {
-    fn add(&mut self, uid: u32) -> Result<()> {
-        let mine = self.by_uid.get(&uid).copied().unwrap_or(0);
-        if self.total >= self.bound || mine >= self.bound / 2 {
-            let whose = if self.total >= self.bound {
-                format!("all users' {}", self.bound)
-            } else {
-                format!("this user's {}", self.bound / 2)
-            };
-            return Err(Error::TooManyOpen(format!(
-                "not opened: {whose} open files and directories are held (the mount's \
-                 table: three quarters of its descriptor limit, half of it per user)"
-            )));
-        }
-        self.total += 1;
-        *self.by_uid.entry(uid).or_insert(0) += 1;
-        Ok(())
-    }
-
-    fn remove(&mut self, uid: u32) {
-        self.total -= 1;
-        if let Some(mine) = self.by_uid.get_mut(&uid) {
-            *mine -= 1;
-            if *mine == 0 {
-                self.by_uid.remove(&uid);
-            }
-        }
-    }
+/// The number of open handles as [`Shares`] of one each: the bound for all users, and half
+/// of it for each, past which an open is ENFILE.
+fn count_open(open: &mut Shares, uid: u32) -> Result<()> {
+    open.add(uid, 1, 1).map_err(|over| {
+        Error::TooManyOpen(format!(
+            "not opened: {} {} open files and directories are held (the mount's table: \
+             three quarters of its descriptor limit, half of it per user)",
+            over.whose(),
+            over.bound()
+        ))
+    })
 }
 
 /// How many handles may be open at once: three quarters of the process's descriptor limit
@@ -198,7 +149,10 @@ pub struct Handles {
     /// Open files, and the uid that opened each.
     files: Mutex<HashMap<u64, (OpenFile, u32)>>,
     pinned: Mutex<PinnedBytes>,
-    open: Mutex<OpenCount>,
+    /// Open handles, files and directories: most hold a descriptor (a source file, a
+    /// listed directory), and the process has a limited number; a mount out of them could
+    /// open nothing for anyone.
+    open: Mutex<Shares>,
     /// Open directories, and the uid that opened each.
     dirs: Mutex<HashMap<u64, (Arc<Listing>, u32)>>,
     next: AtomicU64,
@@ -218,16 +172,11 @@ impl Handles {
         Handles {
             files: Mutex::default(),
             pinned: Mutex::new(PinnedBytes::new(open_bytes)),
-            open: Mutex::new(OpenCount {
-                bound: open_handles,
-                total: 0,
-                by_uid: HashMap::new(),
-            }),
+            open: Mutex::new(Shares::new(open_handles as u64, false)),
             dirs: Mutex::default(),
             next: AtomicU64::new(0),
             listed: Arc::new(ListedBytes {
-                bound: listing_bytes,
-                held: Mutex::default(),
+                held: Mutex::new(Shares::new(listing_bytes, false)),
             }),
         }
     }
@@ -244,7 +193,7 @@ impl Handles {
     /// Bytes the listings hold now.
     #[cfg(test)]
     pub fn listed_bytes(&self) -> u64 {
-        lock(&self.listed.held).total
+        lock(&self.listed.held).total()
     }
 
     fn next_number(&self) -> u64 {
@@ -254,10 +203,10 @@ impl Handles {
     /// A handle for `file`, opened by `uid`; ENFILE if the table of handles is full, ENOMEM
     /// if the bytes it pins do not fit.
     pub fn open(&self, file: OpenFile, uid: u32) -> Result<u64> {
-        lock(&self.open).add(uid)?;
+        count_open(&mut lock(&self.open), uid)?;
         if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
             if let Err(err) = lock(&self.pinned).pin(uid, out) {
-                lock(&self.open).remove(uid);
+                lock(&self.open).remove(uid, 1, 1);
                 return Err(err);
             }
         }
@@ -275,7 +224,7 @@ impl Handles {
         if let OpenFile::Variant(out) | OpenFile::Snapshot(out) = &file {
             lock(&self.pinned).unpin(uid, out);
         }
-        lock(&self.open).remove(uid);
+        lock(&self.open).remove(uid, 1, 1);
         Some(file)
     }
 
@@ -287,7 +236,7 @@ impl Handles {
 
     /// A handle for `listing`, opened by `uid`; ENFILE if the table of handles is full.
     pub fn open_dir(&self, listing: Listing, uid: u32) -> Result<u64> {
-        lock(&self.open).add(uid)?;
+        count_open(&mut lock(&self.open), uid)?;
         let fh = self.next_number();
         lock(&self.dirs).insert(fh, (Arc::new(listing), uid));
         Ok(fh)
@@ -301,7 +250,7 @@ impl Handles {
 
     pub fn release_dir(&self, fh: u64) {
         if let Some((_, uid)) = lock(&self.dirs).remove(&fh) {
-            lock(&self.open).remove(uid);
+            lock(&self.open).remove(uid, 1, 1);
         }
     }
 }
@@ -339,6 +288,6 @@ mod tests {
         handles.open(source(), 3).unwrap();
         handles.open(source(), 1).unwrap();
         handles.release(theirs);
-        assert_eq!(lock(&handles.open).total, 3);
+        assert_eq!(lock(&handles.open).total(), 3);
     }
 }

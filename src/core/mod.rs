@@ -12,6 +12,7 @@ mod listings;
 mod names;
 mod own_files;
 mod pinned;
+mod shares;
 mod variants;
 mod views;
 

@@ -12,17 +12,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::shares::Shares;
 use crate::cache::Converted;
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
 pub struct PinnedBytes {
-    bound: u64,
     /// Variants held open, by the address of their bytes (alive while held, so unique).
     variants: HashMap<usize, Variant>,
-    /// Bytes each user holds open, each variant counted once per user.
-    by_uid: HashMap<u32, u64>,
-    total: u64,
+    /// Bytes held open: each variant once in the total, and once for each user holding it.
+    shares: Shares,
 }
 
 #[derive(Debug)]
@@ -39,10 +38,8 @@ fn address(out: &Converted) -> usize {
 impl PinnedBytes {
     pub fn new(bound: u64) -> PinnedBytes {
         PinnedBytes {
-            bound,
             variants: HashMap::new(),
-            by_uid: HashMap::new(),
-            total: 0,
+            shares: Shares::new(bound, true),
         }
     }
 
@@ -53,34 +50,24 @@ impl PinnedBytes {
         let variant = self.variants.get(&address(out));
         let new = variant.is_none();
         let new_to_uid = variant.is_none_or(|v| !v.handles.contains_key(&uid));
-        let held = self.by_uid.get(&uid).copied().unwrap_or(0);
-        let share = self.bound / 2;
-        let over_all = new && self.total > 0 && self.total + bytes > self.bound;
-        let over_share = new_to_uid && held > 0 && held + bytes > share;
-        if over_all || over_share {
-            let whose = if over_all {
-                "all users'"
-            } else {
-                "this user's"
-            };
-            return Err(Error::NoMemory(format!(
-                "not opened: {whose} open variants would hold more than {} (--open-memory {}, \
+        let (to_all, to_user) = (
+            if new { bytes } else { 0 },
+            if new_to_uid { bytes } else { 0 },
+        );
+        self.shares.add(uid, to_all, to_user).map_err(|over| {
+            Error::NoMemory(format!(
+                "not opened: {} open variants would hold more than {} (--open-memory {}, \
                  half of it per user)",
-                bytesize::ByteSize(if over_all { self.bound } else { share }),
-                bytesize::ByteSize(self.bound),
-            )));
-        }
+                over.whose(),
+                bytesize::ByteSize(over.bound()),
+                bytesize::ByteSize(self.shares.bound()),
+            ))
+        })?;
         let variant = self.variants.entry(address(out)).or_insert(Variant {
             bytes,
             handles: HashMap::new(),
         });
         *variant.handles.entry(uid).or_insert(0) += 1;
-        if new {
-            self.total += bytes;
-        }
-        if new_to_uid {
-            *self.by_uid.entry(uid).or_insert(0) += bytes;
-        }
         Ok(())
     }
 
@@ -98,23 +85,17 @@ impl PinnedBytes {
             return;
         }
         variant.handles.remove(&uid);
-        let bytes = variant.bytes;
-        if let Some(held) = self.by_uid.get_mut(&uid) {
-            *held -= bytes;
-            if *held == 0 {
-                self.by_uid.remove(&uid);
-            }
-        }
-        if variant.handles.is_empty() {
+        let (bytes, last) = (variant.bytes, variant.handles.is_empty());
+        if last {
             self.variants.remove(&key);
-            self.total -= bytes;
         }
+        self.shares.remove(uid, if last { bytes } else { 0 }, bytes);
     }
 
     /// Bytes held open by all users.
     #[cfg(test)]
     pub fn total(&self) -> u64 {
-        self.total
+        self.shares.total()
     }
 }
 
@@ -139,7 +120,7 @@ mod tests {
             pinned.unpin(uid, &popular);
         }
         assert_eq!(pinned.total(), 0);
-        assert!(pinned.variants.is_empty() && pinned.by_uid.is_empty());
+        assert!(pinned.variants.is_empty() && pinned.shares.is_empty());
     }
 
     #[test]
