@@ -8,15 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, errno_of, Mount};
-use base64::Engine;
+use crate::common::{self, b64, errno_at, errno_of, inspect, make_jpeg, run, Mount, Watch, MAGICK};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
-}
+use libc::{EINVAL, ENOENT};
 
 fn png(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {
     image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
@@ -285,4 +281,99 @@ fn hostile_watermarks_are_refused_within_the_mounts_memory_bounds() {
     );
     let _ = Command::new("umount").arg(&mnt).status();
     let _ = child.wait();
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_shown_but_never_read_through() {
+    let m = Mount::new_with_files(|src| {
+        let outside = src.parent().unwrap().join("outside.jpg");
+        make_jpeg(&outside, 40, 30);
+        make_jpeg(&src.join("inside.jpg"), 40, 30);
+        std::os::unix::fs::symlink(&outside, src.join("link.jpg")).unwrap();
+        std::os::unix::fs::symlink("../outside.jpg", src.join("rel.jpg")).unwrap();
+        std::os::unix::fs::symlink("inside.jpg", src.join("in-link.jpg")).unwrap();
+        fs::create_dir(src.join("sub")).unwrap();
+        std::os::unix::fs::symlink("../../outside.jpg", src.join("sub/deep.jpg")).unwrap();
+        std::os::unix::fs::symlink("..", src.join("up")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.join("passwd.jpg")).unwrap();
+    });
+    let outside = m.source.parent().unwrap().join("outside.jpg");
+    let mut watch = Watch::new(&outside);
+    for (name, target) in [
+        ("link.jpg", outside.to_str().unwrap()),
+        ("rel.jpg", "../outside.jpg"),
+        ("sub/deep.jpg", "../../outside.jpg"),
+        ("up", ".."),
+    ] {
+        let meta = fs::symlink_metadata(m.path(name)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{name} is shown as a link");
+        assert_eq!(fs::read_link(m.path(name)).unwrap(), Path::new(target));
+    }
+    for name in [
+        "link.jpg@format,png",
+        "rel.jpg@format,png",
+        "sub/deep.jpg@resize,w_10",
+        "link.jpg@info",
+        "rel.jpg@average-hue",
+        "passwd.jpg@info",
+        "up@format,png",
+    ] {
+        assert_eq!(errno_at(&m, name), ENOENT, "{name}");
+    }
+    // A watermark naming the outside file through the link is refused too.
+    let name = format!("inside.jpg@watermark,image_{}", b64("link.jpg"));
+    assert_ne!(errno_at(&m, &name), 0, "{name}");
+    assert_eq!(watch.events(), 0, "imgfs opened the file outside the root");
+    // A link that stays inside converts.
+    assert_eq!(
+        inspect(&m.path("in-link.jpg@format,png")),
+        ("png".into(), 40, 30)
+    );
+}
+
+#[test]
+fn watermark_paths_cannot_leave_the_root() {
+    let m = Mount::new_with_files(|src| {
+        make_jpeg(&src.join("photo.jpg"), 80, 60);
+        run(
+            MAGICK,
+            &[
+                "-size",
+                "8x8",
+                "xc:red",
+                src.join("mark.png").to_str().unwrap(),
+            ],
+        );
+        let secret = src.parent().unwrap().join("secret.png");
+        run(
+            MAGICK,
+            &["-size", "8x8", "xc:blue", secret.to_str().unwrap()],
+        );
+        fs::create_dir(src.join("sub")).unwrap();
+    });
+    let secret = m.source.parent().unwrap().join("secret.png");
+    let mut watch = Watch::new(&secret);
+    for path in [
+        "../secret.png",
+        "sub/../../secret.png",
+        "./../secret.png",
+        secret.to_str().unwrap(),
+        "/etc/passwd",
+        "/etc/../etc/passwd",
+        "..",
+        "sub/..",
+    ] {
+        let name = format!("photo.jpg@watermark,image_{}", b64(path));
+        let got = errno_at(&m, &name);
+        assert!(
+            got == EINVAL || got == ENOENT,
+            "watermark image_{path}: errno {got}"
+        );
+    }
+    assert_eq!(watch.events(), 0, "imgfs opened a file outside the root");
+    let good = format!("photo.jpg@watermark,image_{}", b64("mark.png"));
+    assert_eq!(errno_at(&m, &good), 0);
+    let good = format!("photo.jpg@watermark,image_{}", b64("sub/../mark.png"));
+    let got = errno_at(&m, &good);
+    assert!(got == 0 || got == EINVAL, "sub/../mark.png: {got}");
 }

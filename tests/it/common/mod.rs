@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imgfs::cache::disk::DiskCache;
 use imgfs::cache::Cache;
@@ -351,4 +351,76 @@ pub fn in_own_process(test: &str) -> bool {
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_imgfs"))
+}
+
+/// `text` as the unpadded URL-safe base64 OSS writes in names (watermark paths, texts, styles).
+pub fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// The errno of stat, open and read of `name` (all three must agree), 0 for success.
+pub fn errno_at(m: &Mount, name: &str) -> i32 {
+    let stat = errno_of(std::fs::metadata(m.path(name)));
+    let read = errno_of(std::fs::read(m.path(name)));
+    assert_eq!(stat, read, "{name}: stat and read disagree");
+    stat
+}
+
+pub fn assert_mount_alive(m: &Mount, good: &str) {
+    let bytes = std::fs::read(m.path(good)).expect("a good variant still reads");
+    assert_eq!(
+        bytes.len() as u64,
+        std::fs::metadata(m.path(good)).unwrap().len()
+    );
+    assert!(!bytes.is_empty());
+}
+
+/// `command` (the binary, or a wrapper running it) mounting `src` on `mnt` with `options`,
+/// once the mount is there.
+pub fn mounted_by(
+    mut command: Command,
+    src: &Path,
+    mnt: &Path,
+    options: &[&str],
+) -> std::process::Child {
+    let child = command
+        .args(["mount", "--no-disk-cache"])
+        .args(options)
+        .args([src, mnt])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !crate::common::is_mounted(mnt) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// inotify watch for opens and reads of `path`; `events()` drains what happened since.
+pub struct Watch(std::fs::File);
+
+impl Watch {
+    pub fn new(path: &Path) -> Watch {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscalls; the fd is owned by the File from here on.
+        unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            assert!(fd >= 0);
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            let wd = libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN | libc::IN_ACCESS);
+            assert!(wd >= 0, "inotify_add_watch {}", path.display());
+            Watch(std::fs::File::from_raw_fd(fd))
+        }
+    }
+
+    pub fn events(&mut self) -> usize {
+        let mut buf = [0u8; 4096];
+        match std::io::Read::read(&mut self.0, &mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("inotify: {e}"),
+        }
+    }
 }

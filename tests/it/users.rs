@@ -1,0 +1,317 @@
+//! Many users on one mount (`-o allow_other`, run by root): each request is judged as its
+//! caller, and no user can take more than their share of what the mount holds for all of
+//! them (listings, open variants, descriptors, conversion turns). The unprivileged user is
+//! `nobody` through `setpriv`. Needs root and /dev/fuse.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{errno_of, inspect, make_jpeg, mounted_by, Mount};
+use imgfs::options::MountOptions;
+use imgfs::pipeline::Settings;
+use imgfs::spec::Styles;
+
+/// A mount others may use (`allow_other`, the source's parent open to all), filled by `fill`.
+fn shared_mount(mut options: MountOptions, fill: impl FnOnce(&Path)) -> Mount {
+    options.options.push("allow_other".into());
+    Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+        fill(src)
+    })
+}
+
+fn as_nobody(path: &Path) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// Each open directory holds its listing: past `--listing-memory` together, or half of it
+/// for one user, opendir is ENOMEM (not a mount grown by the size of a huge directory times
+/// its openers), and a closed one gives its share back.
+#[test]
+fn directory_listings_held_open_are_bounded() {
+    let options = MountOptions {
+        // A listing of `big` (400 entries of ~104 bytes) fits one user's half, two do not.
+        listing_bytes: 96 << 10,
+        options: vec!["allow_other".into()],
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), Styles::default(), |src| {
+        fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(src.join("big")).unwrap();
+        for i in 0..400 {
+            fs::write(src.join(format!("big/{i:036}.txt")), b"").unwrap();
+        }
+    });
+    let big = m.mnt.join("big");
+    let first = fs::read_dir(&big).unwrap();
+    assert_eq!(errno_of(fs::read_dir(&big)), libc::ENOMEM);
+    // Second hostile review of 2026-12-03: one user could take the whole bound.
+    let listed = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "ls",
+            "-1",
+        ])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert_eq!(listed.stdout.iter().filter(|&&b| b == b'\n').count(), 400);
+    assert_eq!(
+        fs::read_dir(&m.mnt).unwrap().count(),
+        1,
+        "a small one lists"
+    );
+    drop(first);
+    // The kernel sends RELEASEDIR after close(2) returns.
+    let started = Instant::now();
+    let listed = loop {
+        match fs::read_dir(&big) {
+            Ok(entries) => break entries.count(),
+            Err(_) if started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(err) => panic!("still refused: {err}"),
+        }
+    };
+    assert_eq!(listed, 400);
+}
+
+#[test]
+fn with_allow_other_unreadable_sources_have_unreadable_variants() {
+    let m = shared_mount(
+        MountOptions {
+            ..MountOptions::default()
+        },
+        |src| {
+            make_jpeg(&src.join("private.jpg"), 40, 30);
+            make_jpeg(&src.join("public.jpg"), 40, 30);
+            fs::set_permissions(src.join("private.jpg"), fs::Permissions::from_mode(0o600))
+                .unwrap();
+            fs::set_permissions(src.join("public.jpg"), fs::Permissions::from_mode(0o644)).unwrap();
+            fs::create_dir(src.join("closed")).unwrap();
+            make_jpeg(&src.join("closed/in.jpg"), 40, 30);
+            fs::set_permissions(src.join("closed"), fs::Permissions::from_mode(0o700)).unwrap();
+        },
+    );
+    for name in [
+        "public.jpg",
+        "public.jpg@format,png",
+        "public.jpg@resize,w_10",
+    ] {
+        let out = as_nobody(&m.path(name));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, fs::read(m.path(name)).unwrap(), "{name}");
+    }
+    for name in [
+        "private.jpg",
+        "private.jpg@format,png",
+        "private.jpg@resize,w_10",
+        "private.jpg@info",
+        "closed/in.jpg",
+        "closed/in.jpg@format,png",
+    ] {
+        // Root converts it first, so a cached variant is what nobody would get.
+        assert!(!fs::read(m.path(name)).unwrap().is_empty());
+        let out = as_nobody(&m.path(name));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{name} readable by nobody"
+        );
+        assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
+    }
+    let private = fs::metadata(m.path("private.jpg@format,png")).unwrap();
+    assert_eq!(private.permissions().mode() & 0o777, 0o400);
+}
+
+/// Second hostile review of 2026-12-03: a name was looked up by its directory's path, so a
+/// directory swapped in (one nobody may search) answered through the cached rights of the
+/// one the kernel had judged. Attributes are kept a minute, so the kernel judges the old
+/// directory when nobody asks again; imgfs sees the swap and the kernel walks again.
+#[test]
+fn a_directory_swapped_in_cannot_be_searched_through_the_old_ones_rights() {
+    let m = shared_mount(
+        MountOptions {
+            attr_ttl: Duration::from_secs(60),
+            ..MountOptions::default()
+        },
+        |src| {
+            for d in ["team/open", "team/closed"] {
+                fs::create_dir_all(src.join(d)).unwrap();
+            }
+            fs::write(src.join("team/open/names"), b"public\n").unwrap();
+            fs::write(src.join("team/closed/payroll"), b"secret\n").unwrap();
+            make_jpeg(&src.join("team/closed/photo.jpg"), 40, 30);
+            fs::set_permissions(src.join("team/closed"), fs::Permissions::from_mode(0o700))
+                .unwrap();
+        },
+    );
+    let out = as_nobody(&m.path("team/open/names"));
+    assert_eq!(
+        out.stdout,
+        b"public\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(m.source.join("team/open"), m.source.join("team/was-open")).unwrap();
+    fs::rename(m.source.join("team/closed"), m.source.join("team/open")).unwrap();
+    // Names the kernel has not looked up in `open` yet: it asks imgfs.
+    for name in ["team/open/payroll", "team/open/photo.jpg@format,png"] {
+        let out = as_nobody(&m.path(name));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.stdout.is_empty() && !out.status.success(),
+            "{name} read by nobody"
+        );
+        assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
+    }
+}
+
+/// Second hostile review of 2026-12-03: an open variant keeps its bytes after the cache
+/// evicted them, and nothing bounded how many anyone held open. Past `--open-memory`
+/// (half of it per user) open(2) is ENOMEM, and the mount goes on.
+#[test]
+fn variants_held_open_are_bounded() {
+    let m = Mount::with(
+        MountOptions {
+            // A 40 × 30 BMP is 3,654 bytes: one fits a user's half, two do not.
+            open_bytes: 10_000,
+            ..MountOptions::default()
+        },
+        Settings::default(),
+        Styles::default(),
+        |src| {
+            make_jpeg(&src.join("a.jpg"), 40, 30);
+            make_jpeg(&src.join("b.jpg"), 40, 30);
+        },
+    );
+    let held = fs::File::open(m.path("a.jpg@format,bmp")).unwrap();
+    let refused = fs::File::open(m.path("b.jpg@format,bmp"));
+    assert_eq!(errno_of(refused), libc::ENOMEM);
+    // The same variant again costs nothing more; originals pin nothing.
+    assert_eq!(fs::read(m.path("a.jpg@format,bmp")).unwrap().len(), 3654);
+    assert!(!fs::read(m.path("b.jpg")).unwrap().is_empty());
+    drop(held);
+    // The kernel sends RELEASE after close(2) returns: wait for it to arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bmp = loop {
+        match fs::read(m.path("b.jpg@format,bmp")) {
+            Ok(bytes) => break bytes,
+            Err(err) if Instant::now() < deadline => {
+                assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => panic!("still refused after the close: {err}"),
+        }
+    };
+    let copy = m.source.parent().unwrap().join("b.bmp");
+    fs::write(&copy, &bmp).unwrap();
+    assert_eq!(inspect(&copy), ("bmp".to_string(), 40, 30));
+}
+
+/// Second hostile review of 2026-12-03: every open file or directory holds one of the
+/// mount's descriptors, and one user could hold them all, so the mount could then open
+/// nothing for anyone. With a descriptor limit of 200, the mount keeps 150 handles, 75 a
+/// user: the 76th open of one user is ENFILE, another user still opens, and a close frees.
+#[test]
+fn open_files_are_bounded_per_user() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(src.join("a.txt"), b"a\n").unwrap();
+    let mut limited = Command::new("prlimit");
+    limited.arg("--nofile=200:200").arg(crate::common::bin());
+    let mut child = mounted_by(limited, &src, &mnt, &["-o", "allow_other"]);
+    let file = mnt.join("a.txt");
+    let held: Vec<fs::File> = (0..75).map(|_| fs::File::open(&file).unwrap()).collect();
+    let refused = errno_of(fs::File::open(&file));
+    let other = as_nobody(&file);
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reopened = loop {
+        match fs::read(&file) {
+            Err(err) if Instant::now() < deadline && err.raw_os_error() == Some(libc::ENFILE) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            read => break read,
+        }
+    };
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = child.wait();
+    assert_eq!(refused, libc::ENFILE);
+    assert_eq!(
+        other.stdout,
+        b"a\n",
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_eq!(reopened.unwrap(), b"a\n");
+}
+
+/// Second hostile review of 2026-12-03: conversions were started first come first served,
+/// so one user who asked for many made everyone else wait for all of them. Users are served
+/// in turn: with one job, nobody's conversion asked after root's twenty is done long before
+/// root's are.
+#[test]
+fn one_users_many_conversions_do_not_hold_up_another_users_one() {
+    const ROOTS: usize = 20;
+    let m = shared_mount(
+        MountOptions {
+            jobs: 1,
+            disk_cache: None,
+            ..MountOptions::default()
+        },
+        |src| {
+            // Each in its own directory: the kernel may serialise lookups in one.
+            for i in 0..=ROOTS {
+                fs::create_dir(src.join(format!("d{i}"))).unwrap();
+                make_jpeg(&src.join(format!("d{i}/p.jpg")), 800, 600);
+            }
+        },
+    );
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for i in 0..ROOTS {
+            let (m, done) = (&m, &done);
+            scope.spawn(move || {
+                let name = format!("d{i}/p.jpg@resize,w_300@format,webp");
+                fs::read(m.path(&name)).unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        while m.conversions() < ROOTS as u64 {
+            std::thread::yield_now();
+        }
+        let theirs = as_nobody(&m.path(&format!("d{ROOTS}/p.jpg@resize,w_300@format,webp")));
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            theirs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        assert!(
+            finished <= ROOTS / 2,
+            "nobody's conversion waited for {finished} of root's {ROOTS}"
+        );
+    });
+}
