@@ -8,8 +8,9 @@ set -euo pipefail
 # encoder) and dav1d (AV1 decoder); libjpeg-turbo 3 is built from source with nasm (SIMD).
 BUILD="build-essential cmake nasm pkg-config libx265-dev libde265-dev libnuma-dev libaom-dev libdav1d-dev fuse3"
 # Tests: independent decoders, a real web server, a load tool, the CJK watermark font, and
-# real photos (Debian's lomiri wallpapers: the quality-target tests and the benchmark).
-TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc lomiri-wallpapers-20.04"
+# real photos (Debian's lomiri wallpapers: the quality-target tests and the benchmark), and
+# mkfs.ext4 (a source file system without birth times).
+TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc lomiri-wallpapers-20.04 e2fsprogs"
 # Benchmark: the reference tools (avifenc: the rd case's AVIF reference).
 BENCH="libvips-tools hyperfine libavif-bin"
 

@@ -104,7 +104,7 @@ fn scan(b: &Bench) -> Res<Table> {
     {
         let disk = open()?;
         for ino in 0..entries {
-            let identity = Identity { dev: 1, ino, size: 10, mtime_ns: 5, btime_ns: 0 };
+            let identity = Identity { dev: 1, ino, size: 10, mtime_ns: 5, birth_ns: 0 };
             let key = Key { version: Version::of(identity), spec: "format,png".into() };
             disk.put(&key, &[ino as u8; 64]).map_err(|e| e.to_string())?;
         }

@@ -278,7 +278,7 @@ pub(crate) fn test_key(n: u64) -> Key {
             ino: n,
             size: 10,
             mtime_ns: 5,
-            btime_ns: 0,
+            birth_ns: 0,
         }),
         spec: "format,png".into(),
     }

@@ -271,7 +271,7 @@ mod tests {
             ino: 1,
             size: n,
             mtime_ns: 0,
-            btime_ns: 0,
+            birth_ns: 0,
         })
     }
 

@@ -100,8 +100,12 @@ impl Meta {
             dev: self.dev,
             ino: self.ino,
             size: self.size,
-            mtime_ns: i128::from(self.mtime.0) * 1_000_000_000 + i128::from(self.mtime.1),
-            btime_ns: i128::from(self.btime.0) * 1_000_000_000 + i128::from(self.btime.1),
+            mtime_ns: ns(self.mtime),
+            birth_ns: ns(if self.btime != (0, 0) {
+                self.btime
+            } else {
+                self.ctime
+            }),
         }
     }
 }
@@ -129,6 +133,10 @@ impl Meta {
     }
 }
 
+fn ns((secs, nanos): (i64, u32)) -> i128 {
+    i128::from(secs) * 1_000_000_000 + i128::from(nanos)
+}
+
 /// One file's identity: when any of it changes, what was made from the file is stale.
 /// Size and mtime can be set by the file's owner, and inode numbers are reused: the birth
 /// time (which nobody can set) tells a new file on an old number from the old file, so a
@@ -139,8 +147,10 @@ pub struct Identity {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
-    /// 0 where the file system keeps no birth time.
-    pub btime_ns: i128,
+    /// The birth time; where the file system keeps none (ext4 with 128-byte inodes, NFSv3,
+    /// FAT), the last status change (ctime), which nobody can set either and which a new
+    /// file gets anew, though a `chmod`, `chown`, link or rename also moves it.
+    pub birth_ns: i128,
 }
 
 #[cfg(test)]
@@ -162,7 +172,7 @@ mod tests {
         };
         std::fs::write(&path, b"victim").unwrap();
         let victim = identity();
-        assert_ne!(victim.btime_ns, 0, "this file system keeps birth times");
+        assert_ne!(victim.birth_ns, 0, "this file system keeps birth times");
         let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(10));
         for _ in 0..100 {
@@ -182,5 +192,30 @@ mod tests {
             }
         }
         panic!("no inode number was reused in 100 tries: nothing was shown");
+    }
+
+    #[test]
+    fn without_a_birth_time_the_change_time_tells_a_new_file_on_a_reused_inode_from_the_old() {
+        // Third hostile review of 2026-12-03: on file systems without birth times the
+        // identity was (device, inode, size, mtime), all of which a new file's owner sets.
+        let mut old = Meta::example(0o100_644, 1001, 1001);
+        (old.ino, old.size, old.mtime, old.ctime) =
+            (13, 100, (1_700_000_000, 0), (1_700_000_000, 0));
+        let forged = Meta {
+            uid: 65534,
+            ctime: (1_700_000_090, 0),
+            ..old
+        };
+        assert_ne!(old.identity(), forged.identity());
+        // Where the birth time is kept, a status change alone (chmod) is the same file.
+        let born = Meta {
+            btime: (1_600_000_000, 0),
+            ..old
+        };
+        let chmodded = Meta {
+            ctime: (1_700_000_100, 0),
+            ..born
+        };
+        assert_eq!(born.identity(), chmodded.identity());
     }
 }

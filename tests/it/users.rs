@@ -315,3 +315,111 @@ fn one_users_many_conversions_do_not_hold_up_another_users_one() {
         );
     });
 }
+
+/// Unmounts (lazily) what a test mounted by hand, however the test ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Third hostile review of 2026-12-03: on a file system that keeps no birth time (here ext4
+/// made with 128-byte inodes, as mkfs does below 512 MB; NFSv3 is another), a variant's key
+/// was (device, inode, size, mtime), all of which the owner of a new file on a freed inode
+/// number sets: another user's deleted private image was served for it.
+#[test]
+fn without_birth_times_a_new_file_on_a_freed_inode_is_not_served_the_old_files_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (image, src) = (dir.path().join("no-btime.ext4"), dir.path().join("src"));
+    fs::create_dir(&src).unwrap();
+    fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
+    let image_arg = image.to_str().unwrap();
+    crate::common::run("mkfs.ext4", &["-q", "-I", "128", "-F", image_arg]);
+    crate::common::run("mount", &["-o", "loop", image_arg, src.to_str().unwrap()]);
+    let _unmount = Unmount(src.clone());
+    let shared = src.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let secret = shared.join("secret.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([255, 0, 0]))
+        .save(&secret)
+        .unwrap();
+    std::os::unix::fs::chown(&secret, Some(1001), Some(1001)).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let victim = fs::metadata(&secret).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        victim.created().is_err(),
+        "this file system was to keep no birth time"
+    );
+    let options = MountOptions {
+        options: vec!["allow_other".into()],
+        ..MountOptions::default()
+    };
+    let m = Mount::over(&src, options);
+    let as_user = |uid: &str, path: &Path| {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "cat",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let seen = as_user("1001", &m.path("shared/secret.png@format,bmp"));
+    let first_pixel = |bmp: &[u8]| {
+        *image::load_from_memory(bmp)
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(0, 0)
+    };
+    assert_eq!(first_pixel(&seen), image::Rgb([255, 0, 0]));
+    // Whole seconds here: the new file's status change must fall in a later one, as it does
+    // for a file made after another user's file was deleted.
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::remove_file(&secret).unwrap();
+    let mine = shared.join("mine.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([0, 0, 255]))
+        .save(&mine)
+        .unwrap();
+    let file = fs::File::options().write(true).open(&mine).unwrap();
+    file.set_len(victim.len()).unwrap();
+    file.set_modified(victim.modified().unwrap()).unwrap();
+    drop(file);
+    std::os::unix::fs::chown(&mine, Some(65534), Some(65534)).unwrap();
+    let forged = fs::metadata(&mine).unwrap();
+    assert_eq!(
+        (
+            forged.ino(),
+            forged.len(),
+            forged.mtime(),
+            forged.mtime_nsec()
+        ),
+        (
+            victim.ino(),
+            victim.len(),
+            victim.mtime(),
+            victim.mtime_nsec()
+        ),
+        "the new file was to pass for the old one by inode, size and mtime"
+    );
+    let served = as_user("65534", &m.path("shared/mine.png@format,bmp"));
+    assert_eq!(
+        first_pixel(&served),
+        image::Rgb([0, 0, 255]),
+        "the deleted private image was served for the new file"
+    );
+    drop(m);
+}

@@ -29,7 +29,7 @@ pub fn serialize_key(key: &Key, context: &str) -> Vec<u8> {
     let identity = |i: &crate::source::Identity| {
         format!(
             "{} {} {} {} {}",
-            i.dev, i.ino, i.size, i.mtime_ns, i.btime_ns
+            i.dev, i.ino, i.size, i.mtime_ns, i.birth_ns
         )
     };
     let mut text = format!(
@@ -177,7 +177,7 @@ mod tests {
             ino,
             size: 100,
             mtime_ns: 1_700_000_000_000_000_001,
-            btime_ns: 1_600_000_000_000_000_000,
+            birth_ns: 1_600_000_000_000_000_000,
         };
         Key {
             version: Version {
