@@ -82,12 +82,22 @@ fn as_read(meta: Meta, read: Identity) -> Meta {
     if meta.identity() == read {
         return meta;
     }
-    let secs = read.mtime_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = read.mtime_ns.rem_euclid(1_000_000_000) as u32;
+    let time = |ns: i128| {
+        (
+            ns.div_euclid(1_000_000_000) as i64,
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+    };
+    // Without a birth time the identity carries the change time (see `Identity`).
+    let ctime = if meta.btime == (0, 0) {
+        read.birth_ns
+    } else {
+        read.mtime_ns
+    };
     Meta {
         size: read.size,
-        mtime: (secs, nanos),
-        ctime: (secs, nanos),
+        mtime: time(read.mtime_ns),
+        ctime: time(ctime),
         ..meta
     }
 }
@@ -328,10 +338,22 @@ mod tests {
         let later = Identity {
             size: 20,
             mtime_ns: 6_500_000_000,
+            birth_ns: 6_500_000_000,
             ..meta.identity()
         };
         let read = as_read(meta, later);
         assert_eq!((read.size, read.mtime, read.uid), (20, (6, 500_000_000), 7));
         assert_eq!(read.identity(), later);
+        // Where the file system keeps birth times, the birth time stays.
+        let born = Meta {
+            btime: (1, 0),
+            ..meta
+        };
+        let later = Identity {
+            size: 20,
+            mtime_ns: 6_500_000_000,
+            ..born.identity()
+        };
+        assert_eq!(as_read(born, later).identity(), later);
     }
 }
