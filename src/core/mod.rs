@@ -96,6 +96,8 @@ pub struct ImgFs {
     forgotten: AtomicUsize,
     /// The current renderings of the mount's own files.
     snapshots: own_files::Snapshots,
+    /// How old a view directory's names may be for a lookup (see `views::relist_interval`).
+    view_relist: std::time::Duration,
 }
 
 /// Nodes dropped between two returns of freed memory to the system.
@@ -144,6 +146,7 @@ impl ImgFs {
             kernel: OnceLock::new(),
             forgotten: AtomicUsize::new(1),
             snapshots: own_files::Snapshots::default(),
+            view_relist: views::relist_interval(options.attr_ttl),
         }))
     }
 

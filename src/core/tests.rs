@@ -623,3 +623,69 @@ fn variants_held_open_are_bounded_per_user_and_together() {
     fs.release(other);
     assert_eq!(fs.handles.pinned_bytes(), 822);
 }
+
+/// A source with `d/a.png`, mounted with the style `small` (`@style,small/d/a.png`).
+fn view_of_one_image(options: &MountOptions) -> (tempfile::TempDir, Arc<ImgFs>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("d")).unwrap();
+    png(&dir.path().join("d/a.png"), 4, 4, [0, 200, 0]);
+    let mut styles = Styles::default();
+    styles.add("small", "resize,w_2@format,png").unwrap();
+    let fs = ImgFs::new(dir.path(), Default::default(), styles, options).unwrap();
+    (dir, fs)
+}
+
+/// Third hostile review of 2026-12-03: every lookup in a view whose source directory had
+/// changed listed the whole directory again, on the request thread, under the view's lock; a
+/// user who kept a large directory changing kept every request thread listing it.
+#[test]
+fn a_lookup_in_a_view_lists_a_changing_directory_at_most_once_per_attribute_timeout() {
+    // Long enough that no machine is this slow between two lines.
+    let options = MountOptions {
+        attr_ttl: Duration::from_secs(600),
+        ..MountOptions::default()
+    };
+    let (dir, fs) = view_of_one_image(&options);
+    let src = dir.path();
+    let root = Caller::root();
+    assert!(lookup(&fs, &root, "@style,small/d/a.png").is_ok());
+    png(&src.join("d/b.png"), 4, 4, [0, 0, 200]);
+    assert_eq!(
+        errno(lookup(&fs, &root, "@style,small/d/b.png")),
+        libc::ENOENT,
+        "a lookup takes the names listed within the attribute timeout"
+    );
+    // A listing reads every name anyway: it lists anew, and lookups take its names.
+    let view = lookup(&fs, &root, "@style,small/d").unwrap();
+    let shown: Vec<String> = entries(&fs, &root, view.ino, false)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(shown.contains(&"b.png".to_string()), "{shown:?}");
+    assert!(lookup(&fs, &root, "@style,small/d/b.png").is_ok());
+    // A name listed a while ago that is gone is not served: it resolves in the directory.
+    std::fs::remove_file(src.join("d/a.png")).unwrap();
+    assert_eq!(
+        errno(lookup(&fs, &root, "@style,small/d/a.png")),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn a_view_lists_again_for_lookups_once_the_interval_has_passed() {
+    use super::views::relist_interval;
+    assert_eq!(relist_interval(Duration::ZERO), Duration::from_secs(1));
+    assert_eq!(
+        relist_interval(Duration::from_secs(5)),
+        Duration::from_secs(5)
+    );
+    let (dir, fs) = view_of_one_image(&MountOptions::default());
+    let src = dir.path();
+    let root = Caller::root();
+    assert!(lookup(&fs, &root, "@style,small/d/a.png").is_ok());
+    png(&src.join("d/b.png"), 4, 4, [0, 0, 200]);
+    std::thread::sleep(
+        relist_interval(MountOptions::default().attr_ttl) + Duration::from_millis(50),
+    );
+    assert!(lookup(&fs, &root, "@style,small/d/b.png").is_ok());
+}

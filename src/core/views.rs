@@ -15,6 +15,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustix::fs::FileType;
 
@@ -97,11 +98,62 @@ pub fn shown_names(
     shown
 }
 
+/// How often a view directory's names are listed again for lookups, at most, however often
+/// its source directory changes: as long as the kernel may keep names (`--attr-timeout`),
+/// and at least a second. A lookup asks for one name and a listing reads them all, so a user
+/// who kept a large directory changing made every lookup in its view a full listing on the
+/// request threads, one after another (third hostile review of 2026-12-03). Names held a
+/// little too long are only hints: every lookup still resolves its source file in the
+/// directory there now, as the caller. An OPENDIR, which reads them all anyway, lists anew.
+pub fn relist_interval(attr_ttl: Duration) -> Duration {
+    attr_ttl.max(Duration::from_secs(1))
+}
+
 /// A directory of a view. The names it shows are listed from its source directory once
-/// per version of that directory (its mtime moves when an entry is added or removed).
+/// per version of that directory (its mtime moves when an entry is added or removed), and
+/// for lookups at most once per [`relist_interval`].
 #[derive(Debug, Default)]
 pub struct ViewDirNode {
-    names: Mutex<Option<(Identity, Arc<ViewNames>)>>,
+    names: Mutex<HeldNames>,
+}
+
+#[derive(Debug, Default)]
+struct HeldNames {
+    listed: Option<Listed>,
+    /// Requests listing the directory now, outside the lock; lookups meanwhile take the
+    /// names held.
+    listing: usize,
+}
+
+#[derive(Debug)]
+struct Listed {
+    /// Of the source directory when it was listed.
+    identity: Identity,
+    /// When the listing started: its names are the directory's at that time or later.
+    at: Instant,
+    names: Arc<ViewNames>,
+}
+
+/// Counts a request listing a view directory while it lives (a listing may fail or panic).
+struct ListingNow<'a>(&'a ViewDirNode);
+
+impl Drop for ListingNow<'_> {
+    fn drop(&mut self) {
+        let mut held = self.0.names.lock().unwrap_or_else(|e| e.into_inner());
+        held.listing -= 1;
+    }
+}
+
+/// Whether the names held may answer now: those of the directory's version, or, for a
+/// lookup, ones listed within `interval` or any while another request lists it again.
+fn may_answer(
+    held: &HeldNames,
+    listed: &Listed,
+    identity: &Identity,
+    stale_for: Option<Duration>,
+) -> bool {
+    listed.identity == *identity
+        || stale_for.is_some_and(|interval| listed.at.elapsed() < interval || held.listing > 0)
 }
 
 /// What one view directory shows.
@@ -125,6 +177,11 @@ pub fn split(path: &Path) -> Option<(&str, PathBuf)> {
     Some((style, components.as_path().to_path_buf()))
 }
 
+/// The style and source directory of the view directory `node`.
+fn split_view(node: &Node) -> Result<(&str, PathBuf)> {
+    split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))
+}
+
 fn dir_of(node: &Node) -> &ViewDirNode {
     match &node.kind {
         Kind::ViewDir(dir) => dir,
@@ -141,25 +198,49 @@ impl ImgFs {
         Spec::parse(&format!("style,{style}"), &self.styles).ok()
     }
 
-    /// What the view directory `node` shows now, to `caller`, who must have the rights
-    /// `want` on its source directory and search every directory on the way, judged here:
-    /// the kernel judged the attributes of the directory that had the path at lookup (second
-    /// hostile review of 2026-12-03). Answers the source directory, walked to.
+    /// What the view directory `node` shows, to `caller`, who must have the rights `want`
+    /// on its source directory and search every directory on the way, judged here: the
+    /// kernel judged the attributes of the directory that had the path at lookup (second
+    /// hostile review of 2026-12-03). `fresh`: the names of the directory's version now (an
+    /// OPENDIR); otherwise a lookup's (see [`relist_interval`]). Answers the source
+    /// directory, walked to.
     fn view_names(
         &self,
         node: &Node,
         want: u32,
         caller: &Caller,
+        fresh: bool,
     ) -> Result<(Walked, Arc<ViewNames>)> {
-        let (style, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
-        let walked = self.root.walk_into(&dir, want, caller)?;
-        let meta = walked.dir().meta;
-        let mut held = dir_of(node).names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((identity, names)) = &*held {
-            if *identity == meta.identity() {
-                return Ok((walked, names.clone()));
+        let walked = self.root.walk_into(&split_view(node)?.1, want, caller)?;
+        let identity = walked.dir().meta.identity();
+        let lock = || dir_of(node).names.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = lock();
+        if let Some(listed) = &held.listed {
+            let stale_for = (!fresh).then_some(self.view_relist);
+            if may_answer(&held, listed, &identity, stale_for) {
+                return Ok((walked, listed.names.clone()));
             }
         }
+        held.listing += 1;
+        drop(held);
+        let _listing = ListingNow(dir_of(node));
+        let at = Instant::now();
+        let names = self.list_view(node, &walked, caller)?;
+        let mut held = lock();
+        if held.listed.as_ref().is_none_or(|older| older.at < at) {
+            held.listed = Some(Listed {
+                identity,
+                at,
+                names: names.clone(),
+            });
+        }
+        Ok((walked, names))
+    }
+
+    /// Lists the source directory of the view directory `node`, `walked` to for `caller`,
+    /// whose share of the listing memory the names take.
+    fn list_view(&self, node: &Node, walked: &Walked, caller: &Caller) -> Result<Arc<ViewNames>> {
+        let (style, dir) = split_view(node)?;
         let extension = self.view_spec(style).as_ref().and_then(output_extension);
         let fd = walked.dir().open_dir(&dir)?;
         let io = |e: rustix::io::Errno| Error::io(dir.display(), e.into());
@@ -194,14 +275,11 @@ impl ImgFs {
                 _ => {}
             }
         }
-        let names = Arc::new(ViewNames {
+        Ok(Arc::new(ViewNames {
             files: shown_names(images, extension),
             dirs,
             _charge: charge,
-        });
-        *held = Some((meta.identity(), names.clone()));
-        drop(held);
-        Ok((walked, names))
+        }))
     }
 
     /// The attributes of the view directory at `path`: its source directory's, its own
@@ -228,7 +306,7 @@ impl ImgFs {
         reply: impl FnOnce(Result<Attr>) + Send + 'static,
     ) {
         let path = dir.path.join(name);
-        let (walked, names) = match self.view_names(dir, SEARCH, caller) {
+        let (walked, names) = match self.view_names(dir, SEARCH, caller, false) {
             Ok(judged) => judged,
             Err(err) => return reply(Err(logged(&path, err))),
         };
@@ -305,7 +383,7 @@ impl ImgFs {
 
     /// OPENDIR of a view directory: its subdirectories and shown images.
     pub(super) fn view_listing(&self, node: &Node, caller: &Caller) -> Result<Listing> {
-        let (walked, names) = self.view_names(node, READ, caller)?;
+        let (walked, names) = self.view_names(node, READ, caller, true)?;
         let meta = walked.dir().meta;
         let (_, dir) = split(&node.path).ok_or_else(|| Error::NotFound("a view".into()))?;
         let dot = |name: &str| DirEntry {
