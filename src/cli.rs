@@ -135,7 +135,9 @@ pub struct DiskCacheArgs {
     /// Default: /var/cache/imgfs as root, else $XDG_CACHE_HOME/imgfs, else ~/.cache/imgfs.
     #[arg(long, value_name = "DIR")]
     pub disk_cache: Option<PathBuf>,
-    /// Bound of the disk cache (least recently used entries go first), e.g. 4GiB or 500MB.
+    /// Bound of the disk cache on disk (least recently used entries go first), e.g. 4GiB or
+    /// 500MB: each entry counts its 4 KiB blocks plus one for its header, and the cache's
+    /// directories take about 1 MiB of it.
     #[arg(long, default_value = DEFAULT_DISK_CACHE_SIZE, value_parser = parse_size)]
     pub disk_cache_size: u64,
 }

@@ -155,6 +155,54 @@ fn the_bound_holds_under_a_stream_of_variants_larger_than_it() {
     assert_eq!(again.conversions(), 0);
 }
 
+/// What `dir` and everything under it take on disk (its blocks, as `du` counts them).
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = std::fs::symlink_metadata(dir).map_or(0, |m| m.blocks() * 512);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        total += if path.is_dir() {
+            allocated(&path)
+        } else {
+            // Evicted meanwhile: nothing.
+            std::fs::symlink_metadata(&path).map_or(0, |m| m.blocks() * 512)
+        };
+    }
+    total
+}
+
+/// Third hostile review of 2026-12-03: entries were counted by their length alone, so a
+/// stream of tiny variants, each with a block for its header and spread over 256
+/// subdirectories, took 2.25 times the bound on disk.
+#[test]
+fn the_bound_holds_on_disk_for_a_stream_of_tiny_variants() {
+    let cache = tempfile::tempdir().unwrap();
+    let bound = 2 << 20;
+    let tiny = |source: &Path| {
+        image::RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]))
+            .save(source.join("t.png"))
+            .unwrap()
+    };
+    let m = Mount::with(
+        with_disk(cache.path(), bound),
+        Default::default(),
+        Styles::default(),
+        tiny,
+    );
+    // Counted by length alone, 600 pass the bound too.
+    for width in 1..=600 {
+        std::fs::read(m.path(&format!("t.png@resize,w_{width}"))).unwrap();
+    }
+    m.settle();
+    let disk = m.disk().unwrap();
+    assert!(
+        disk.stats.evictions.load(Ordering::Relaxed) > 0,
+        "the stream must pass the bound"
+    );
+    let on_disk = allocated(cache.path());
+    assert!(on_disk <= bound, "{on_disk} bytes on disk, bound {bound}");
+}
+
 #[test]
 fn damaged_truncated_and_foreign_entries_are_converted_again_never_served() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::{Key, Stored, MEMORY_FILE_MIN};
 use entry::{Header, XATTR};
-use index::{cost, Index};
+use index::{cost, Index, DIRECTORIES_COST};
 
 /// Refuses a directory that another user owns or may write: whoever can write there can
 /// plant an entry (its checksum is no secret, only a guard against damage) that every reader
@@ -217,7 +217,7 @@ impl DiskCache {
         let scanned = index::scan(&self.dir)?;
         let mut index = self.index();
         index.replace(scanned);
-        let evicted = index.make_room(0, self.capacity);
+        let evicted = index.make_room(0, self.for_entries());
         drop(index);
         self.delete(evicted);
         Ok(())
@@ -242,6 +242,11 @@ impl DiskCache {
 
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// What of the bound the entries may take: the rest is the directories'.
+    fn for_entries(&self) -> u64 {
+        self.capacity.saturating_sub(DIRECTORIES_COST)
     }
 
     /// Bytes of the entries this mount knows of (whole blocks); at most the capacity.
@@ -318,7 +323,7 @@ impl DiskCache {
     pub fn put(&self, key: &Key, bytes: &[u8]) -> io::Result<()> {
         let (serialized, hash, path) = self.place(key);
         let cost = cost(bytes.len() as u64);
-        if cost > self.capacity {
+        if cost > self.for_entries() {
             debug!(
                 "disk cache: {} bytes exceed the bound; not stored",
                 bytes.len()
@@ -327,7 +332,7 @@ impl DiskCache {
         }
         let evicted = {
             let mut index = self.index();
-            let evicted = index.make_room(cost, self.capacity);
+            let evicted = index.make_room(cost, self.for_entries());
             index.reserve(hash, cost);
             evicted
         };
