@@ -125,6 +125,40 @@ pub struct MountArgs {
 }
 
 /// The disk cache, shared by `mount` and `warm`.
+/// The most a `--styles-file` may hold (a style is a line; thousands fit in far less).
+pub const MAX_STYLES_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of the regular file `path`, of at most `max` bytes. Opened without blocking,
+/// so a FIFO put in its place is refused instead of hanging the start of a mount (and, under
+/// fstab, mount(8) waiting for it); third hostile review of 2026-12-03.
+pub fn read_small_text(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, more than the {max} allowed", meta.len()),
+        ));
+    }
+    let mut text = String::new();
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("more than the {max} bytes allowed"),
+        ));
+    }
+    Ok(text)
+}
+
 #[derive(Debug, Args)]
 pub struct DiskCacheArgs {
     /// Directory of the disk cache, which keeps converted variants across remounts and
@@ -290,7 +324,7 @@ impl ProcessingArgs {
     pub fn styles(&self) -> crate::error::Result<Styles> {
         let mut styles = Styles::default();
         if let Some(path) = &self.styles_file {
-            let text = std::fs::read_to_string(path)
+            let text = read_small_text(path, MAX_STYLES_FILE_BYTES)
                 .map_err(|e| crate::error::Error::io(path.display(), e))?;
             styles.add_file(&text)?;
         }
@@ -364,5 +398,22 @@ mod tests {
             metadata(&["--keep-metadata", "--metadata", "strip"]),
             conflict
         );
+    }
+
+    #[test]
+    fn a_styles_file_that_is_a_fifo_or_too_large_is_refused_at_once() {
+        // Third hostile review of 2026-12-03: a FIFO as --styles-file hung the mount's start.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("styles");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let err = read_small_text(&fifo, MAX_STYLES_FILE_BYTES).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'#'; 2000]).unwrap();
+        assert!(read_small_text(&big, 1000).is_err());
+        std::fs::write(&big, "thumb=resize,w_100\n").unwrap();
+        assert_eq!(read_small_text(&big, 1000).unwrap(), "thumb=resize,w_100\n");
     }
 }

@@ -107,7 +107,9 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
 
 fn stats(args: StatsArgs) -> Result<(), String> {
     let path = args.mountpoint.join(".imgfs/metrics");
-    let text = std::fs::read_to_string(&path)
+    // The mount renders a few KiB; a real `.imgfs` in the source (real names win) is the
+    // source's to make, so it is read as untrusted text.
+    let text = imgfs::cli::read_small_text(&path, imgfs::stats::MAX_METRICS_BYTES)
         .map_err(|e| format!("{}: {e} (is imgfs mounted there?)", path.display()))?;
     print!("{}", imgfs::stats::summarize(&text));
     Ok(())

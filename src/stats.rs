@@ -59,7 +59,10 @@ fn bytes(n: f64) -> String {
     bytesize::ByteSize(n as u64).to_string()
 }
 
-/// The readable summary of the metrics page `text`.
+/// The most `imgfs stats` reads of a metrics page (the mount's own is a few KiB).
+pub const MAX_METRICS_BYTES: u64 = 1 << 20;
+
+/// The readable summary of the metrics page `text`, every control character escaped.
 pub fn summarize(text: &str) -> String {
     let s = Samples::parse(text);
     let mut out = String::new();
@@ -108,7 +111,11 @@ pub fn summarize(text: &str) -> String {
             bytes(held)
         );
     }
-    out
+    // Label values are the page's to choose (a real `.imgfs` in the source takes the
+    // mount's place): no control character reaches the terminal.
+    out.lines()
+        .map(|line| crate::logging::one_line(line) + "\n")
+        .collect()
 }
 
 #[cfg(test)]
@@ -143,5 +150,14 @@ mod tests {
         ] {
             assert!(summary.contains(expected), "no `{expected}` in:\n{summary}");
         }
+    }
+
+    #[test]
+    fn a_label_cannot_send_control_characters_to_the_terminal() {
+        // Third hostile review of 2026-12-03: label values were printed raw.
+        let page = "imgfs_conversion_errors_total{errno=\"\u{1b}]0;owned\u{7}\"} 3\n";
+        let out = summarize(page);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("owned"), "{out:?}");
     }
 }
