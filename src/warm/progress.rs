@@ -35,7 +35,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: usize) -> Progress {
+    /// `total` conversions to come; `failures` (directories not walked, each logged
+    /// already) are counted with theirs.
+    pub fn new(total: usize, failures: Vec<String>) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total as u64);
             let style = ProgressStyle::with_template(
@@ -50,7 +52,10 @@ impl Progress {
         Progress {
             bar,
             total,
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new(Counts {
+                failed: failures,
+                ..Counts::default()
+            }),
             started: Instant::now(),
         }
     }

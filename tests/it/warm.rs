@@ -183,3 +183,63 @@ fn an_interrupted_warm_keeps_what_is_done() {
     assert_eq!(done(&text, " skipped"), converted, "{text}");
     assert_eq!(done(&text, " converted"), 24 - converted, "{text}");
 }
+
+/// The third hostile review of 2026-12-03: a directory nested past PATH_MAX no longer ends
+/// the run before anything is converted (directories are opened relative to their parent),
+/// and one that cannot be opened is one failure, with its path and why, while the rest is
+/// warmed. Run as `nobody`, for whom a directory of mode 000 is unreadable.
+#[test]
+fn a_deep_or_unreadable_directory_is_one_failure_and_the_rest_is_warmed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let base = tempfile::tempdir().unwrap();
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(base.path(), 0o755);
+    let src = base.path().join("src");
+    std::fs::create_dir_all(src.join("photos")).unwrap();
+    std::fs::create_dir(src.join("locked")).unwrap();
+    make_jpeg(&src.join("photos/1.jpg"), 64, 64);
+    make_jpeg(&src.join("photos/2.jpg"), 80, 64);
+    make_jpeg(&src.join("locked/3.jpg"), 64, 80);
+    mode(&src.join("locked"), 0o000);
+    // 17 levels of 250-byte names: 4267 bytes of path, past PATH_MAX.
+    let deep = Command::new("bash")
+        .arg("-c")
+        .arg("for i in $(seq 17); do d=$(printf 'd%.0s' $(seq 250)); mkdir $d && cd $d; done")
+        .current_dir(&src)
+        .status()
+        .unwrap();
+    assert!(deep.success());
+    let cache = base.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    mode(&cache, 0o700);
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(bin())
+        .arg("warm")
+        .arg(&src)
+        .arg("format,webp")
+        .arg("--disk-cache")
+        .arg(&cache)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("warm: 2 converted, 0 skipped (cached), 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failed: locked: not walked: Permission denied"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("locked: not walked").count(),
+        2,
+        "a log line and the summary's: {text}"
+    );
+}
