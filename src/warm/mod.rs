@@ -87,7 +87,7 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
         gate: MemoryGate::new(jobs as u64 * CONVERT_MEMORY_PER_JOB),
         recipes,
     };
-    let progress = Progress::new(images.len() * run.recipes.len(), failures);
+    let progress = Progress::new(images.len() * run.recipes.len(), failures, walk.links);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(images.len().max(1)) {

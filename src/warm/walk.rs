@@ -5,16 +5,20 @@
 //! refused, not followed; entries are found as [`Found::in_dir`] finds them (no symlink
 //! followed; FIFOs and devices are never opened). A directory that cannot be opened or
 //! listed is one failure (its path and why, logged once) and the walk goes on.
+//! A file of several names (hard links) is listed once, under the first name met: the
+//! others are the same source, so the same conversions and disk-cache entries; they are
+//! counted, each logged at debug level as "skipped: same file as ...".
 //! Per image only its name, its directory's number and its size are kept; each
 //! directory's name once, in [`Walk::path`]'s table.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Dir, FileType};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::error::Error;
 use crate::pipeline::codec;
@@ -40,6 +44,8 @@ pub struct Walk {
     pub images: Vec<Image>,
     /// Directories not walked, each "path: why".
     pub failures: Vec<String>,
+    /// Names of a file listed already (hard links), skipped.
+    pub links: usize,
 }
 
 impl Walk {
@@ -86,6 +92,8 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
         name: OsStr::new("").into(),
     });
     let mut open: Vec<(u32, Dir)> = Vec::new();
+    // Files of more than one name met so far (device, inode): the image's index, if one.
+    let mut seen: HashMap<(u64, u64), Option<u32>> = HashMap::new();
     match root.open_dir(Path::new("")) {
         Ok(fd) => match Dir::new(fd) {
             Ok(listing) => open.push((0, listing)),
@@ -127,12 +135,28 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
         };
         match found {
             Some(found) if found.meta.is_file() => {
-                if is_image(&found, name) {
+                let identity = (found.meta.dev, found.meta.ino);
+                if let Some(first) = seen.get(&identity) {
+                    if let Some(first) = first {
+                        walk.links += 1;
+                        debug!(
+                            "{}: skipped: same file as {}",
+                            walk.dir_path(dir).join(name).display(),
+                            walk.path(&walk.images[*first as usize]).display()
+                        );
+                    }
+                    continue;
+                }
+                let image = is_image(&found, name).then(|| {
                     walk.images.push(Image {
                         dir,
                         name: name.into(),
                         size: found.meta.size,
                     });
+                    (walk.images.len() - 1) as u32
+                });
+                if found.meta.nlink > 1 {
+                    seen.insert(identity, image);
                 }
             }
             Some(found) if !found.meta.is_dir() => {}
@@ -210,6 +234,24 @@ mod tests {
         assert!(walk.failures.is_empty(), "{:?}", walk.failures);
         let deep = deep.join("deep.png").display().to_string();
         assert_eq!(paths(&walk), ["a.png".to_string(), deep]);
+    }
+
+    #[test]
+    fn a_file_of_many_names_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.png"), PNG).unwrap();
+        std::fs::write(root.join("b.png"), PNG).unwrap();
+        std::fs::write(root.join("notes.txt"), b"text").unwrap();
+        for n in 0..20 {
+            std::fs::hard_link(root.join("a.png"), root.join(format!("sub/{n}.png"))).unwrap();
+            std::fs::hard_link(root.join("notes.txt"), root.join(format!("sub/{n}.txt"))).unwrap();
+        }
+        let walk = walk(&Root::open(root).unwrap(), &AtomicBool::new(false));
+        assert_eq!(walk.images.len(), 2, "{:?}", paths(&walk));
+        assert!(paths(&walk).contains(&"b.png".to_string()));
+        assert_eq!(walk.links, 20);
     }
 
     #[test]

@@ -243,3 +243,29 @@ fn a_deep_or_unreadable_directory_is_one_failure_and_the_rest_is_warmed() {
         "a log line and the summary's: {text}"
     );
 }
+
+/// The third hostile review of 2026-12-03: hard links of one image (cheap for anyone who may
+/// write in the tree) are one file to warm, converted once; the other names are counted,
+/// not kept, so warm's memory no longer grows with them.
+#[test]
+fn hard_links_of_one_image_are_warmed_once() {
+    let source = tempfile::tempdir().unwrap();
+    let src = source.path();
+    make_jpeg(&src.join("a.jpg"), 120, 80);
+    make_jpeg(&src.join("b.jpg"), 80, 120);
+    std::fs::create_dir(src.join("links")).unwrap();
+    for n in 0..30 {
+        std::fs::hard_link(src.join("a.jpg"), src.join(format!("links/{n:02}.jpg"))).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let (ok, text) = warm(src, cache.path(), &["format,webp"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "warm: 2 converted, 0 skipped (cached), 0 failed, \
+             30 hard link(s) skipped (same file as a name listed)"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches(": converted").count(), 2, "{text}");
+}
