@@ -5,7 +5,10 @@
 //! compute, on `--jobs` threads inside one memory gate; entries already cached are skipped.
 //! A job takes one image (largest first) with all its specs, so the image is read once and
 //! decoded once for every spec that starts from the same pixels (`pipeline::batch`).
-//! Ctrl-C or SIGTERM stops taking work: conversions running finish and are kept.
+//! Ctrl-C or SIGTERM stops taking work: conversions running finish and are kept. A second
+//! one exits at once, with 128 + its number (130 for SIGINT, 143 for SIGTERM), as a death by
+//! it reads in a shell: what was stored is kept, entries being written leave temporary
+//! files that the disk cache's scan removes once 15 minutes old.
 
 mod progress;
 mod walk;
@@ -68,6 +71,9 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
         .map_err(|e| format!("disk cache {}: {e}", options.dir.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it runs before the flag is set: only a second signal exits.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone())
+            .map_err(|e| e.to_string())?;
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
     }
     let mut walk = walk::walk(&root, &stop);

@@ -25,6 +25,25 @@ fn warm(source: &std::path::Path, cache: &std::path::Path, specs: &[&str]) -> (b
     )
 }
 
+/// `imgfs warm SOURCE ARGS --disk-cache CACHE --jobs 1` started, its output piped.
+fn spawn_warm(
+    source: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> std::process::Child {
+    Command::new(bin())
+        .arg("warm")
+        .arg(source)
+        .args(args)
+        .arg("--disk-cache")
+        .arg(cache)
+        .args(["--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn warm_then_mount_converts_nothing() {
     let outside = tempfile::tempdir().unwrap();
@@ -128,17 +147,7 @@ fn an_interrupted_warm_keeps_what_is_done() {
     }
     let cache = tempfile::tempdir().unwrap();
     let specs = ["format,heic", "resize,l_300@format,heic"];
-    let mut child = Command::new(bin())
-        .arg("warm")
-        .arg(source.path())
-        .args(specs)
-        .arg("--disk-cache")
-        .arg(cache.path())
-        .args(["--jobs", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_warm(source.path(), cache.path(), &specs);
     let mut log = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains(": converted") {
@@ -268,4 +277,46 @@ fn hard_links_of_one_image_are_warmed_once() {
         "{text}"
     );
     assert_eq!(text.matches(": converted").count(), 2, "{text}");
+}
+
+/// The third hostile review of 2026-12-03: a second Ctrl-C exits at once (status 130), not
+/// after the conversion running, however long; the next run starts cleanly.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let source = tempfile::tempdir().unwrap();
+    make_jpeg(&source.path().join("big.jpg"), 4000, 4000);
+    let cache = tempfile::tempdir().unwrap();
+    let specs = ["format,avif", "format,heic", "--target-quality", "90"];
+    let mut child = spawn_warm(source.path(), cache.path(), &specs);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id() as i32;
+    let interrupt = || {
+        // SAFETY: kill(2) on our own child, which has not been waited for (its pid is live).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    };
+    interrupt();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the conversion ended too soon to test"
+    );
+    interrupt();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(3) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still converting 3 s after a second SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(status.signal(), None);
+    let (ok, text) = warm(source.path(), cache.path(), &["format,webp@resize,w_100"]);
+    assert!(ok, "{text}");
 }
