@@ -44,7 +44,8 @@ pub enum Command {
     /// Fill the disk cache ahead of time: convert every image under SOURCE (recognised by
     /// content, recursively; symlinks are not followed) with each SPEC, skipping what is
     /// cached already. A later mount of SOURCE with the same processing options serves
-    /// them without converting. Ctrl-C stops, keeping what is done.
+    /// them without converting. Ctrl-C stops, keeping what is done; a second Ctrl-C exits at
+    /// once (status 130).
     Warm(WarmArgs),
     /// Print a mount's metrics readably (MOUNTPOINT/.imgfs/metrics is the Prometheus text).
     Stats(StatsArgs),

@@ -17,7 +17,7 @@ pub use meta::{Identity, Meta};
 pub use read::{read_file, read_range};
 #[cfg(test)]
 pub use root::STEPS;
-pub use root::{Found, Links, Root, Walked};
+pub use root::{open_subdir, Found, Links, Root, Walked};
 
 use std::io;
 use std::os::unix::fs::MetadataExt;

@@ -91,8 +91,13 @@ impl Found {
     /// The entry `name` of this directory as it is (no link followed). `name` is one
     /// component: `..` or a `/` cannot leave the directory. `relative` names it in messages.
     pub fn child(&self, name: &OsStr, relative: &Path) -> Result<Found> {
+        Found::in_dir(&self.fd, name, relative)
+    }
+
+    /// The entry `name` of the directory open at `dir`, as [`Found::child`] finds it.
+    pub fn in_dir(dir: impl AsFd, name: &OsStr, relative: &Path) -> Result<Found> {
         openat2(
-            &self.fd,
+            dir,
             name,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -108,6 +113,20 @@ impl Found {
             .map_err(|e| Error::io(name.display(), e.into()))?;
         Ok(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
     }
+}
+
+/// The subdirectory `name` (one component) of the directory open at `dir`, opened for
+/// listing relative to it (`O_DIRECTORY | O_NOFOLLOW`, beneath it, no symlink): however
+/// long the path from the root, and a directory swapped for a symlink is refused
+/// (ENOTDIR), not followed.
+pub fn open_subdir(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    openat2(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
 }
 
 /// Directories walked to from the root ([`Root::walk_to`]): the last is the one reached.

@@ -1,21 +1,22 @@
 //! `imgfs warm`: fills the disk cache ahead of a mount. Every image under the source
-//! (found by its magic bytes, through the same confined [`Root`] a mount uses, so no
-//! symlink is followed) is converted with each spec, under exactly the key a mount would
+//! (found by its magic bytes, each directory opened relative to its parent and no symlink
+//! followed: `walk`; a directory that cannot be walked is a failure, and the walk goes on)
+//! is converted with each spec, under exactly the key a mount would
 //! compute, on `--jobs` threads inside one memory gate; entries already cached are skipped.
 //! A job takes one image (largest first) with all its specs, so the image is read once and
 //! decoded once for every spec that starts from the same pixels (`pipeline::batch`).
-//! Ctrl-C or SIGTERM stops taking work: conversions running finish and are kept.
+//! Ctrl-C or SIGTERM stops taking work: conversions running finish and are kept. A second
+//! one exits at once, with 128 + its number (130 for SIGINT, 143 for SIGTERM), as a death by
+//! it reads in a shell: what was stored is kept, entries being written leave temporary
+//! files that the disk cache's scan removes once 15 minutes old.
 
 mod progress;
+mod walk;
 
-use std::ffi::OsStr;
 use std::ops::ControlFlow;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-use rustix::fs::{Dir, FileType};
 
 use crate::cache::disk::{refuse_inside, DiskCache};
 use crate::cache::{Key, Version};
@@ -25,7 +26,7 @@ use crate::error::Error;
 use crate::options::CONVERT_MEMORY_PER_JOB;
 use crate::pipeline::batch::Job;
 use crate::pipeline::memory::MemoryGate;
-use crate::pipeline::{self, codec, Settings};
+use crate::pipeline::{self, Settings};
 use crate::source::{read_file, Caller, Root};
 use crate::spec::Spec;
 use progress::{Outcome, Progress};
@@ -68,10 +69,19 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
     let disk = refuse_inside(&options.dir, &args.source)
         .and_then(|()| DiskCache::open(&options.dir, options.bytes, settings.fingerprint()))
         .map_err(|e| format!("disk cache {}: {e}", options.dir.display()))?;
-    let mut images = images(&root)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it runs before the flag is set: only a second signal exits.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone())
+            .map_err(|e| e.to_string())?;
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut walk = walk::walk(&root, &stop);
     // Largest first: the longest conversions start early, so no job is left alone at the end.
-    images
-        .sort_by_cached_key(|path| std::cmp::Reverse(root.entry(path).map_or(0, |f| f.meta.size)));
+    walk.images
+        .sort_by_key(|image| std::cmp::Reverse(image.size));
+    let failures = std::mem::take(&mut walk.failures);
+    let images = &walk.images;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -83,11 +93,7 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
         gate: MemoryGate::new(jobs as u64 * CONVERT_MEMORY_PER_JOB),
         recipes,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).map_err(|e| e.to_string())?;
-    }
-    let progress = Progress::new(images.len() * run.recipes.len());
+    let progress = Progress::new(images.len() * run.recipes.len(), failures, walk.links);
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs.min(images.len().max(1)) {
@@ -96,7 +102,8 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
                     let Some(image) = images.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    run.warm(image, &stop, |recipe, outcome| {
+                    let image = walk.path(image);
+                    run.warm(&image, &stop, |recipe, outcome| {
                         progress.record(&format!("{}@{}", image.display(), recipe.text), outcome);
                     });
                 }
@@ -108,7 +115,9 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
     match (interrupted, failed) {
         (true, _) => Err("interrupted; what was converted is kept".into()),
         (false, 0) => Ok(()),
-        (false, n) => Err(format!("{n} conversion(s) failed")),
+        (false, n) => Err(format!(
+            "{n} failed (conversions, or directories not walked)"
+        )),
     }
 }
 
@@ -207,44 +216,4 @@ impl Run {
             },
         );
     }
-}
-
-/// Every regular file under `root` whose first bytes are an image's, relative to it.
-fn images(root: &Root) -> std::result::Result<Vec<PathBuf>, String> {
-    let mut images = Vec::new();
-    let mut dirs = vec![PathBuf::new()];
-    while let Some(dir) = dirs.pop() {
-        let io = |e: rustix::io::Errno| format!("{}: {e}", root.path().join(&dir).display());
-        let fd = root.open_dir(&dir).map_err(|e| e.to_string())?;
-        for entry in Dir::read_from(&fd).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if name == "." || name == ".." {
-                continue;
-            }
-            let path = dir.join(name);
-            let kind = match entry.file_type() {
-                FileType::Unknown => root.entry(&path).map(|f| f.meta.file_type()),
-                kind => Ok(kind),
-            };
-            match kind {
-                Ok(FileType::Directory) => dirs.push(path),
-                Ok(FileType::RegularFile) if is_image(root, &path) => images.push(path),
-                _ => {} // symlinks (their targets inside are warmed as themselves), others
-            }
-        }
-    }
-    images.sort();
-    Ok(images)
-}
-
-fn is_image(root: &Root, path: &Path) -> bool {
-    let mut head = [0; 64];
-    let read = root
-        .entry(path)
-        .and_then(|found| found.open(path))
-        .and_then(|file| {
-            rustix::io::read(&file, &mut head).map_err(|e| Error::io(path.display(), e.into()))
-        });
-    read.is_ok_and(|len| codec::detect(&head[..len]).is_some())
 }

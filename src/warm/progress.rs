@@ -32,10 +32,14 @@ pub struct Progress {
     total: usize,
     counts: Mutex<Counts>,
     started: Instant,
+    /// Names skipped as hard links of a file listed.
+    links: usize,
 }
 
 impl Progress {
-    pub fn new(total: usize) -> Progress {
+    /// `total` conversions to come; `failures` (directories not walked, each logged
+    /// already) are counted with theirs; `links` names were skipped as hard links.
+    pub fn new(total: usize, failures: Vec<String>, links: usize) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total as u64);
             let style = ProgressStyle::with_template(
@@ -50,8 +54,12 @@ impl Progress {
         Progress {
             bar,
             total,
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new(Counts {
+                failed: failures,
+                ..Counts::default()
+            }),
             started: Instant::now(),
+            links,
         }
     }
 
@@ -106,8 +114,12 @@ impl Progress {
         } else {
             String::new()
         };
+        let links = match self.links {
+            0 => String::new(),
+            n => format!(", {n} hard link(s) skipped (same file as a name listed)"),
+        };
         println!(
-            "warm: {} converted, {} skipped (cached), {} failed{stopped} in {:.1} s; {} in → {} out",
+            "warm: {} converted, {} skipped (cached), {} failed{links}{stopped} in {:.1} s; {} in → {} out",
             counts.converted,
             counts.skipped,
             counts.failed.len(),

@@ -25,6 +25,25 @@ fn warm(source: &std::path::Path, cache: &std::path::Path, specs: &[&str]) -> (b
     )
 }
 
+/// `imgfs warm SOURCE ARGS --disk-cache CACHE --jobs 1` started, its output piped.
+fn spawn_warm(
+    source: &std::path::Path,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> std::process::Child {
+    Command::new(bin())
+        .arg("warm")
+        .arg(source)
+        .args(args)
+        .arg("--disk-cache")
+        .arg(cache)
+        .args(["--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn warm_then_mount_converts_nothing() {
     let outside = tempfile::tempdir().unwrap();
@@ -128,17 +147,7 @@ fn an_interrupted_warm_keeps_what_is_done() {
     }
     let cache = tempfile::tempdir().unwrap();
     let specs = ["format,heic", "resize,l_300@format,heic"];
-    let mut child = Command::new(bin())
-        .arg("warm")
-        .arg(source.path())
-        .args(specs)
-        .arg("--disk-cache")
-        .arg(cache.path())
-        .args(["--jobs", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_warm(source.path(), cache.path(), &specs);
     let mut log = BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains(": converted") {
@@ -182,4 +191,132 @@ fn an_interrupted_warm_keeps_what_is_done() {
     assert!(ok, "{text}");
     assert_eq!(done(&text, " skipped"), converted, "{text}");
     assert_eq!(done(&text, " converted"), 24 - converted, "{text}");
+}
+
+/// The third hostile review of 2026-12-03: a directory nested past PATH_MAX no longer ends
+/// the run before anything is converted (directories are opened relative to their parent),
+/// and one that cannot be opened is one failure, with its path and why, while the rest is
+/// warmed. Run as `nobody`, for whom a directory of mode 000 is unreadable.
+#[test]
+fn a_deep_or_unreadable_directory_is_one_failure_and_the_rest_is_warmed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let base = tempfile::tempdir().unwrap();
+    let mode = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(base.path(), 0o755);
+    let src = base.path().join("src");
+    std::fs::create_dir_all(src.join("photos")).unwrap();
+    std::fs::create_dir(src.join("locked")).unwrap();
+    make_jpeg(&src.join("photos/1.jpg"), 64, 64);
+    make_jpeg(&src.join("photos/2.jpg"), 80, 64);
+    make_jpeg(&src.join("locked/3.jpg"), 64, 80);
+    mode(&src.join("locked"), 0o000);
+    // 17 levels of 250-byte names: 4267 bytes of path, past PATH_MAX.
+    let deep = Command::new("bash")
+        .arg("-c")
+        .arg("for i in $(seq 17); do d=$(printf 'd%.0s' $(seq 250)); mkdir $d && cd $d; done")
+        .current_dir(&src)
+        .status()
+        .unwrap();
+    assert!(deep.success());
+    let cache = base.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    mode(&cache, 0o700);
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(bin())
+        .arg("warm")
+        .arg(&src)
+        .arg("format,webp")
+        .arg("--disk-cache")
+        .arg(&cache)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("warm: 2 converted, 0 skipped (cached), 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("failed: locked: not walked: Permission denied"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("locked: not walked").count(),
+        2,
+        "a log line and the summary's: {text}"
+    );
+}
+
+/// The third hostile review of 2026-12-03: hard links of one image (cheap for anyone who may
+/// write in the tree) are one file to warm, converted once; the other names are counted,
+/// not kept, so warm's memory no longer grows with them.
+#[test]
+fn hard_links_of_one_image_are_warmed_once() {
+    let source = tempfile::tempdir().unwrap();
+    let src = source.path();
+    make_jpeg(&src.join("a.jpg"), 120, 80);
+    make_jpeg(&src.join("b.jpg"), 80, 120);
+    std::fs::create_dir(src.join("links")).unwrap();
+    for n in 0..30 {
+        std::fs::hard_link(src.join("a.jpg"), src.join(format!("links/{n:02}.jpg"))).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let (ok, text) = warm(src, cache.path(), &["format,webp"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "warm: 2 converted, 0 skipped (cached), 0 failed, \
+             30 hard link(s) skipped (same file as a name listed)"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches(": converted").count(), 2, "{text}");
+}
+
+/// The third hostile review of 2026-12-03: a second Ctrl-C exits at once (status 130), not
+/// after the conversion running, however long; the next run starts cleanly.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let source = tempfile::tempdir().unwrap();
+    make_jpeg(&source.path().join("big.jpg"), 4000, 4000);
+    let cache = tempfile::tempdir().unwrap();
+    let specs = ["format,avif", "format,heic", "--target-quality", "90"];
+    let mut child = spawn_warm(source.path(), cache.path(), &specs);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id() as i32;
+    let interrupt = || {
+        // SAFETY: kill(2) on our own child, which has not been waited for (its pid is live).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    };
+    interrupt();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the conversion ended too soon to test"
+    );
+    interrupt();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(3) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still converting 3 s after a second SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(status.signal(), None);
+    let (ok, text) = warm(source.path(), cache.path(), &["format,webp@resize,w_100"]);
+    assert!(ok, "{text}");
 }

@@ -1,0 +1,271 @@
+//! The walk of `imgfs warm`: every regular file under the root whose first bytes are an
+//! image's. Each directory is opened relative to its parent's descriptor
+//! ([`open_subdir`]: `O_DIRECTORY | O_NOFOLLOW`, one component), so the length of a path
+//! never matters and a directory swapped for a symlink between the listing and the open is
+//! refused, not followed; entries are found as [`Found::in_dir`] finds them (no symlink
+//! followed; FIFOs and devices are never opened). A directory that cannot be opened or
+//! listed is one failure (its path and why, logged once) and the walk goes on.
+//! A file of several names (hard links) is listed once, under the first name met: the
+//! others are the same source, so the same conversions and disk-cache entries; they are
+//! counted, each logged at debug level as "skipped: same file as ...".
+//! Per image only its name, its directory's number and its size are kept; each
+//! directory's name once, in [`Walk::path`]'s table.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{Dir, FileType};
+use tracing::{debug, warn};
+
+use crate::error::Error;
+use crate::pipeline::codec;
+use crate::source::{open_subdir, Found, Root};
+
+/// A directory met on the walk: its name in its parent (the root has none).
+struct Node {
+    parent: u32,
+    name: Box<OsStr>,
+}
+
+/// An image found: its name in the directory `dir` (an index of [`Walk::dirs`]).
+pub struct Image {
+    dir: u32,
+    name: Box<OsStr>,
+    pub size: u64,
+}
+
+/// What the walk found.
+#[derive(Default)]
+pub struct Walk {
+    dirs: Vec<Node>,
+    pub images: Vec<Image>,
+    /// Directories not walked, each "path: why".
+    pub failures: Vec<String>,
+    /// Names of a file listed already (hard links), skipped.
+    pub links: usize,
+}
+
+impl Walk {
+    /// The path of `image` relative to the root.
+    pub fn path(&self, image: &Image) -> PathBuf {
+        self.dir_path(image.dir).join(&*image.name)
+    }
+
+    fn dir_path(&self, mut dir: u32) -> PathBuf {
+        let mut names = Vec::new();
+        while dir != 0 {
+            let node = &self.dirs[dir as usize];
+            names.push(&node.name);
+            dir = node.parent;
+        }
+        names.iter().rev().map(|name| &***name).collect()
+    }
+
+    /// Records that the directory `dir` could not be opened or listed.
+    fn fail(&mut self, dir: u32, why: impl std::fmt::Display) {
+        let path = self.dir_path(dir);
+        let path = if dir == 0 { Path::new(".") } else { &path };
+        let failure = format!("{}: not walked: {why}", path.display());
+        warn!("{}", crate::logging::one_line(&failure));
+        self.failures.push(failure);
+    }
+
+    /// A new directory `name` in `parent`; its number.
+    fn add_dir(&mut self, parent: u32, name: &OsStr) -> u32 {
+        self.dirs.push(Node {
+            parent,
+            name: name.into(),
+        });
+        (self.dirs.len() - 1) as u32
+    }
+}
+
+/// Every image under `root`, until `stop` is set. One descriptor is open per level of the
+/// directory being listed; a level past the descriptor limit is a failure like any other.
+pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
+    let mut walk = Walk::default();
+    walk.dirs.push(Node {
+        parent: 0,
+        name: OsStr::new("").into(),
+    });
+    let mut open: Vec<(u32, Dir)> = Vec::new();
+    // Files of more than one name met so far (device, inode): the image's index, if one.
+    let mut seen: HashMap<(u64, u64), Option<u32>> = HashMap::new();
+    match root.open_dir(Path::new("")) {
+        Ok(fd) => match Dir::new(fd) {
+            Ok(listing) => open.push((0, listing)),
+            Err(err) => walk.fail(0, std::io::Error::from(err)),
+        },
+        Err(err) => walk.fail(0, err),
+    }
+    while let Some((dir, listing)) = open.last_mut() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let dir = *dir;
+        let entry = match listing.next() {
+            None => {
+                open.pop();
+                continue;
+            }
+            Some(Err(err)) => {
+                open.pop();
+                walk.fail(dir, std::io::Error::from(err));
+                continue;
+            }
+            Some(Ok(entry)) => entry,
+        };
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let fd = listing.fd().expect("a Dir has its descriptor");
+        let found = match entry.file_type() {
+            FileType::Directory => None,
+            FileType::RegularFile | FileType::Unknown => {
+                match Found::in_dir(fd, name, Path::new(name)) {
+                    Ok(found) => Some(found),
+                    Err(_) => continue, // gone meanwhile
+                }
+            }
+            _ => continue, // symlinks (their targets inside are warmed as themselves), others
+        };
+        match found {
+            Some(found) if found.meta.is_file() => {
+                let identity = (found.meta.dev, found.meta.ino);
+                if let Some(first) = seen.get(&identity) {
+                    if let Some(first) = first {
+                        walk.links += 1;
+                        debug!(
+                            "{}: skipped: same file as {}",
+                            walk.dir_path(dir).join(name).display(),
+                            walk.path(&walk.images[*first as usize]).display()
+                        );
+                    }
+                    continue;
+                }
+                let image = is_image(&found, name).then(|| {
+                    walk.images.push(Image {
+                        dir,
+                        name: name.into(),
+                        size: found.meta.size,
+                    });
+                    (walk.images.len() - 1) as u32
+                });
+                if found.meta.nlink > 1 {
+                    seen.insert(identity, image);
+                }
+            }
+            Some(found) if !found.meta.is_dir() => {}
+            _ => {
+                let sub = open_subdir(fd, name).and_then(Dir::new);
+                let sub_dir = walk.add_dir(dir, name);
+                match sub {
+                    Ok(sub) => open.push((sub_dir, sub)),
+                    Err(err) => walk.fail(sub_dir, std::io::Error::from(err)),
+                }
+            }
+        }
+    }
+    walk
+}
+
+fn is_image(found: &Found, name: &OsStr) -> bool {
+    let mut head = [0; 64];
+    let read = found.open(Path::new(name)).and_then(|file| {
+        rustix::io::read(&file, &mut head).map_err(|e| Error::io(name.display(), e.into()))
+    });
+    read.is_ok_and(|len| codec::detect(&head[..len]).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    fn paths(walk: &Walk) -> Vec<String> {
+        let mut paths: Vec<_> = walk
+            .images
+            .iter()
+            .map(|image| walk.path(image).display().to_string())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn the_walk_finds_images_by_content_below_paths_longer_than_path_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.png"), PNG).unwrap();
+        std::fs::write(root.join("notes.txt"), b"not an image").unwrap();
+        symlink("a.png", root.join("link.png")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            root.join("pipe"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        // 17 levels of 250-byte names: 4267 bytes of path, past PATH_MAX (4096).
+        let long = "d".repeat(250);
+        let mut deep = PathBuf::new();
+        let mut at =
+            rustix::fs::open(root, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+        for _ in 0..17 {
+            rustix::fs::mkdirat(&at, long.as_str(), rustix::fs::Mode::from_raw_mode(0o755))
+                .unwrap();
+            at = open_subdir(&at, OsStr::new(&long)).unwrap();
+            deep.push(&long);
+        }
+        let file = rustix::fs::openat(
+            &at,
+            "deep.png",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&file, PNG).unwrap();
+        let walk = walk(&Root::open(root).unwrap(), &AtomicBool::new(false));
+        assert!(walk.failures.is_empty(), "{:?}", walk.failures);
+        let deep = deep.join("deep.png").display().to_string();
+        assert_eq!(paths(&walk), ["a.png".to_string(), deep]);
+    }
+
+    #[test]
+    fn a_file_of_many_names_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.png"), PNG).unwrap();
+        std::fs::write(root.join("b.png"), PNG).unwrap();
+        std::fs::write(root.join("notes.txt"), b"text").unwrap();
+        for n in 0..20 {
+            std::fs::hard_link(root.join("a.png"), root.join(format!("sub/{n}.png"))).unwrap();
+            std::fs::hard_link(root.join("notes.txt"), root.join(format!("sub/{n}.txt"))).unwrap();
+        }
+        let walk = walk(&Root::open(root).unwrap(), &AtomicBool::new(false));
+        assert_eq!(walk.images.len(), 2, "{:?}", paths(&walk));
+        assert!(paths(&walk).contains(&"b.png".to_string()));
+        assert_eq!(walk.links, 20);
+    }
+
+    #[test]
+    fn a_subdirectory_swapped_for_a_symlink_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("outside")).unwrap();
+        symlink(dir.path().join("outside"), dir.path().join("d")).unwrap();
+        let parent = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::PATH,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let err = open_subdir(&parent, OsStr::new("d")).unwrap_err();
+        assert_eq!(err, rustix::io::Errno::NOTDIR);
+    }
+}
