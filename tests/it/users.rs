@@ -24,8 +24,18 @@ fn shared_mount(mut options: MountOptions, fill: impl FnOnce(&Path)) -> Mount {
 }
 
 fn as_nobody(path: &Path) -> std::process::Output {
+    as_uid(65534, path)
+}
+
+/// `cat path` as user and group `uid`.
+fn as_uid(uid: u32, path: &Path) -> std::process::Output {
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "cat",
+        ])
         .arg(path)
         .output()
         .unwrap()
@@ -360,17 +370,8 @@ fn without_birth_times_a_new_file_on_a_freed_inode_is_not_served_the_old_files_v
         ..MountOptions::default()
     };
     let m = Mount::over(&src, options);
-    let as_user = |uid: &str, path: &Path| {
-        let out = Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "cat",
-            ])
-            .arg(path)
-            .output()
-            .unwrap();
+    let as_user = |uid: u32, path: &Path| {
+        let out = as_uid(uid, path);
         assert!(
             out.status.success(),
             "{}",
@@ -378,7 +379,7 @@ fn without_birth_times_a_new_file_on_a_freed_inode_is_not_served_the_old_files_v
         );
         out.stdout
     };
-    let seen = as_user("1001", &m.path("shared/secret.png@format,bmp"));
+    let seen = as_user(1001, &m.path("shared/secret.png@format,bmp"));
     let first_pixel = |bmp: &[u8]| {
         *image::load_from_memory(bmp)
             .unwrap()
@@ -415,7 +416,7 @@ fn without_birth_times_a_new_file_on_a_freed_inode_is_not_served_the_old_files_v
         ),
         "the new file was to pass for the old one by inode, size and mtime"
     );
-    let served = as_user("65534", &m.path("shared/mine.png@format,bmp"));
+    let served = as_user(65534, &m.path("shared/mine.png@format,bmp"));
     assert_eq!(
         first_pixel(&served),
         image::Rgb([0, 0, 255]),
