@@ -116,14 +116,24 @@ impl Found {
 }
 
 /// The subdirectory `name` (one component) of the directory open at `dir`, opened for
-/// listing relative to it (`O_DIRECTORY | O_NOFOLLOW`, beneath it, no symlink): however
-/// long the path from the root, and a directory swapped for a symlink is refused
-/// (ENOTDIR), not followed.
+/// listing relative to it, as the root opens what it mirrors ([`confined`]): however long
+/// the path from the root, and a directory swapped for a symlink is refused (ENOTDIR), not
+/// followed.
 pub fn open_subdir(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    confined(dir, name, OFlags::RDONLY | OFlags::DIRECTORY)
+}
+
+/// `relative` opened with `flags` beneath the directory open at `dir`: no symlink followed
+/// on the way or at the end, nothing outside it reached.
+fn confined(
+    dir: impl AsFd,
+    relative: impl rustix::path::Arg,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
     openat2(
         dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        relative,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
@@ -214,14 +224,8 @@ impl Root {
         } else {
             relative
         };
-        openat2(
-            &self.dir,
-            relative,
-            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| not_found_if_unreachable(relative, e.into()))
+        confined(&self.dir, relative, flags)
+            .map_err(|e| not_found_if_unreachable(relative, e.into()))
     }
 
     /// The file `relative` names, following the symlinks `links` allows while they stay
