@@ -256,6 +256,23 @@ impl ImgFs {
         }
     }
 
+    /// The POSIX access ACL `ino` shows, which the kernel judges it by as it judges the mode
+    /// (`FUSE_POSIX_ACL`): a source entry's own, a variant's source's cut to read, none for
+    /// imgfs's own files and view directories.
+    pub fn access_acl(&self, ino: u64) -> Result<Option<Vec<u8>>> {
+        let node = self.node(ino)?;
+        match &node.kind {
+            Kind::Source { .. } => {
+                let found = self.same_source(&node)?;
+                found
+                    .access_acl()
+                    .map_err(|e| Error::io(node.path.display(), e))
+            }
+            Kind::Variant(_) => self.variant_acl(&node),
+            Kind::Own(_) | Kind::ViewDir(_) => Ok(None),
+        }
+    }
+
     /// FORGET: the kernel dropped `count` references to `ino`.
     pub fn forget(&self, ino: u64, count: u64) {
         let dropped = self.inodes().forget(ino, count);

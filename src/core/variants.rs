@@ -15,7 +15,7 @@ use super::{logged, views, Attr, ImgFs, OpenFile};
 use crate::cache::{Converted, Key};
 use crate::convert::Inputs;
 use crate::error::{Error, Result};
-use crate::source::{Caller, Found, Identity, Links, Meta};
+use crate::source::{read_only_acl, Caller, Found, Identity, Links, Meta};
 use crate::spec::Spec;
 
 fn variant_of(node: &Node) -> &VariantNode {
@@ -156,6 +156,19 @@ impl ImgFs {
                 reply(Ok(attr))
             },
         );
+    }
+
+    /// The POSIX ACL variant `node` shows: its source's as it is now, cut to read, so the
+    /// kernel lets exactly those read the variant whom the source's ACL lets read it.
+    pub(super) fn variant_acl(&self, node: &Node) -> Result<Option<Vec<u8>>> {
+        let recipe = self.recipe(node, variant_of(node))?;
+        let found = self
+            .root
+            .resolve(&recipe.source, Links::Last, &Caller::root())?;
+        let acl = found
+            .access_acl()
+            .map_err(|e| Error::io(recipe.source.display(), e))?;
+        Ok(acl.and_then(|acl| read_only_acl(&acl)))
     }
 
     /// How `node`'s name is made, read again from the name (as its lookup read it).

@@ -8,11 +8,13 @@
 //! file, [`read_range`] a part of one.
 
 mod access;
+mod acl;
 mod meta;
 mod read;
 mod root;
 
 pub use access::{Caller, READ, SEARCH};
+pub use acl::{read_only as read_only_acl, ACCESS_ACL};
 pub use meta::{Identity, Meta};
 pub use read::{read_file, read_range};
 #[cfg(test)]

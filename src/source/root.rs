@@ -107,6 +107,11 @@ impl Found {
         .and_then(Found::of)
     }
 
+    /// This file's POSIX access ACL, if it has one.
+    pub fn access_acl(&self) -> std::io::Result<Option<Vec<u8>>> {
+        super::acl::read(&self.fd)
+    }
+
     /// The target of this symlink.
     pub fn read_link(&self, name: &Path) -> Result<PathBuf> {
         let target = rustix::fs::readlinkat(&self.fd, "", Vec::new())
@@ -156,7 +161,7 @@ impl Walked {
 fn step(dir: &Found, name: &OsStr, relative: &Path, caller: &Caller) -> Result<Found> {
     #[cfg(test)]
     STEPS.with(|steps| steps.set(steps.get() + 1));
-    if !caller.may(&dir.meta, SEARCH) {
+    if !caller.may(dir, SEARCH) {
         return Err(denied_search(relative));
     }
     let fd = openat(
@@ -264,7 +269,7 @@ impl Root {
     /// to list it, SEARCH to look a name up in it).
     pub fn walk_into(&self, dir: &Path, want: u32, caller: &Caller) -> Result<Walked> {
         let walked = self.walk_to(dir, caller)?;
-        if !caller.may(&walked.dir().meta, want) {
+        if !caller.may(walked.dir(), want) {
             return Err(Error::Denied(format!(
                 "{}: may not be {}",
                 dir.display(),
@@ -309,7 +314,7 @@ impl Root {
                 )));
             };
             if name == ".." {
-                if !caller.may(&dir.meta, SEARCH) {
+                if !caller.may(dir, SEARCH) {
                     return Err(denied_search(relative));
                 }
                 if dirs.len() == 1 {
@@ -346,7 +351,7 @@ impl Root {
                 continue;
             }
             if last {
-                if !caller.may(&found.meta, READ) {
+                if !caller.may(&found, READ) {
                     return Err(Error::Denied(format!(
                         "{}: may not be read",
                         relative.display()

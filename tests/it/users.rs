@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{errno_of, inspect, make_jpeg, mounted_by, Mount};
+use crate::common::{b64, errno_of, inspect, make_jpeg, mounted_by, Mount};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -25,6 +25,19 @@ fn shared_mount(mut options: MountOptions, fill: impl FnOnce(&Path)) -> Mount {
 
 fn as_nobody(path: &Path) -> std::process::Output {
     as_uid(65534, path)
+}
+
+/// Root reads `name` first, so the kernel's entries and imgfs's caches hold it (a cached
+/// variant is what nobody would get); nobody's read is then EACCES.
+fn assert_denied_to_nobody(m: &Mount, name: &str) {
+    assert!(!fs::read(m.path(name)).unwrap().is_empty(), "{name}");
+    let out = as_nobody(&m.path(name));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "{name} readable by nobody"
+    );
+    assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
 }
 
 /// `cat path` as user and group `uid`.
@@ -138,18 +151,82 @@ fn with_allow_other_unreadable_sources_have_unreadable_variants() {
         "closed/in.jpg",
         "closed/in.jpg@format,png",
     ] {
-        // Root converts it first, so a cached variant is what nobody would get.
-        assert!(!fs::read(m.path(name)).unwrap().is_empty());
-        let out = as_nobody(&m.path(name));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && out.stdout.is_empty(),
-            "{name} readable by nobody"
-        );
-        assert!(stderr.contains("Permission denied"), "{name}: {stderr}");
+        assert_denied_to_nobody(&m, name);
     }
     let private = fs::metadata(m.path("private.jpg@format,png")).unwrap();
     assert_eq!(private.permissions().mode() & 0o777, 0o400);
+}
+
+/// `setfacl` on the source as the caller's shell would: the test fails if the file system
+/// under the test's directory keeps no ACLs.
+fn setfacl(entry: &str, path: &Path) {
+    let out = Command::new("setfacl")
+        .args(["-m", entry])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setfacl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Fourth hostile review of 2026-12-03: an entry `user:nobody:---` in a file's POSIX ACL
+/// was ignored (only the mode bits counted), so nobody read the file, and its variants,
+/// through the mount. Now the kernel judges each file's ACL as the source shows it, and
+/// imgfs judges the inputs it reads itself (a watermark image) the same way; an ACL that
+/// grants more than the mode grants through the mount too.
+#[test]
+fn posix_acls_of_the_source_hold_through_the_mount() {
+    let m = shared_mount(MountOptions::default(), |src| {
+        for name in ["denied.jpg", "granted.jpg", "public.jpg", "closed/in.jpg"] {
+            fs::create_dir_all(src.join(name).parent().unwrap()).unwrap();
+            make_jpeg(&src.join(name), 40, 30);
+        }
+        setfacl("u:65534:---", &src.join("denied.jpg"));
+        fs::set_permissions(src.join("granted.jpg"), fs::Permissions::from_mode(0o640)).unwrap();
+        setfacl("u:65534:r", &src.join("granted.jpg"));
+        setfacl("u:65534:---", &src.join("closed"));
+    });
+    let stamped = format!("public.jpg@watermark,image_{}", b64("denied.jpg"));
+    let denied = [
+        "denied.jpg",
+        "denied.jpg@format,png",
+        "denied.jpg@resize,w_10",
+        "closed/in.jpg",
+        "closed/in.jpg@format,png",
+        &stamped,
+    ];
+    for name in denied {
+        assert_denied_to_nobody(&m, name);
+        // The ACL names nobody alone: another user still reads it.
+        let other = as_uid(1000, &m.path(name));
+        assert!(
+            other.status.success(),
+            "{name} as 1000: {}",
+            String::from_utf8_lossy(&other.stderr)
+        );
+    }
+    for name in ["granted.jpg", "granted.jpg@format,png", "public.jpg"] {
+        let out = as_nobody(&m.path(name));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, fs::read(m.path(name)).unwrap(), "{name}");
+        assert!(!as_uid(1000, &m.path(name)).status.success() || name == "public.jpg");
+    }
+    // getfacl reads the ACL the mount shows: a variant's is its source's, cut to read.
+    let shown = Command::new("getfacl")
+        .args(["-c", "-n"])
+        .arg(m.path("granted.jpg@format,png"))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("user:65534:r--"), "{shown}");
+    assert!(shown.contains("user::r--"), "{shown}");
 }
 
 /// Second hostile review of 2026-12-03: a name was looked up by its directory's path, so a
