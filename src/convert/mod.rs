@@ -37,6 +37,11 @@ pub struct Inputs {
     pub source: Found,
     /// The watermark images, by the path the spec gives, in [`Spec::mark_paths`] order.
     pub marks: Vec<(String, Found)>,
+    /// What the caller's account holds for these inputs' descriptors, given back when they
+    /// are dropped: when a conversion queued for them ends, or at once when the cache or
+    /// a conversion in flight answers (fourth hostile review of 2026-12-03: conversions
+    /// queued by one user held descriptors without limit).
+    held: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Inputs {
@@ -44,7 +49,22 @@ impl Inputs {
     /// inside `root` as `caller` would reach them, regular files only.
     pub fn find(root: &Root, source: Found, spec: &Spec, caller: &Caller) -> Result<Inputs> {
         let marks = find_marks(root, spec, caller)?;
-        Ok(Inputs { source, marks })
+        Ok(Inputs {
+            source,
+            marks,
+            held: None,
+        })
+    }
+
+    /// The descriptors these inputs hold open (the source and each watermark image).
+    pub fn descriptors(&self) -> u64 {
+        1 + self.marks.len() as u64
+    }
+
+    /// These inputs, keeping `charge` (given back on its drop) as long as they are held.
+    pub fn holding(mut self, charge: impl std::any::Any + Send) -> Inputs {
+        self.held = Some(Box::new(charge));
+        self
     }
 
     /// The version these inputs had when found.

@@ -124,6 +124,19 @@ impl Drop for Charge {
     }
 }
 
+/// Descriptors counted by [`Handles::hold_descriptors`], given back on drop.
+pub struct DescriptorHold {
+    open: Arc<Mutex<Shares>>,
+    uid: u32,
+    count: u64,
+}
+
+impl Drop for DescriptorHold {
+    fn drop(&mut self) {
+        lock(&self.open).remove(self.uid, self.count, self.count);
+    }
+}
+
 /// The number of open handles as [`Shares`] of one each: the bound for all users, and half
 /// of it for each, past which an open is ENFILE.
 fn count_open(open: &mut Shares, uid: u32) -> Result<()> {
@@ -149,10 +162,10 @@ pub struct Handles {
     /// Open files, and the uid that opened each.
     files: Mutex<HashMap<u64, (OpenFile, u32)>>,
     pinned: Mutex<PinnedBytes>,
-    /// Open handles, files and directories: most hold a descriptor (a source file, a
-    /// listed directory), and the process has a limited number; a mount out of them could
-    /// open nothing for anyone.
-    open: Mutex<Shares>,
+    /// Open handles, files and directories, and the descriptors of queued conversions'
+    /// inputs: most handles hold a descriptor (a source file, a listed directory), and the
+    /// process has a limited number; a mount out of them could open nothing for anyone.
+    open: Arc<Mutex<Shares>>,
     /// Open directories, and the uid that opened each.
     dirs: Mutex<HashMap<u64, (Arc<Listing>, u32)>>,
     next: AtomicU64,
@@ -172,7 +185,7 @@ impl Handles {
         Handles {
             files: Mutex::default(),
             pinned: Mutex::new(PinnedBytes::new(open_bytes)),
-            open: Mutex::new(Shares::new(open_handles as u64, false)),
+            open: Arc::new(Mutex::new(Shares::new(open_handles as u64, false))),
             dirs: Mutex::default(),
             next: AtomicU64::new(0),
             listed: Arc::new(ListedBytes {
@@ -234,6 +247,26 @@ impl Handles {
         lock(&self.pinned).total()
     }
 
+    /// Counts `count` descriptors that `uid`'s request holds outside a handle (a variant's
+    /// inputs until their conversion ends) in the same table as open handles, until the
+    /// returned hold is dropped; ENFILE past it.
+    pub fn hold_descriptors(&self, uid: u32, count: u64) -> Result<DescriptorHold> {
+        lock(&self.open).add(uid, count, count).map_err(|over| {
+            Error::TooManyOpen(format!(
+                "not converted: {} {} descriptors are held by open files and directories \
+                 and by conversions waiting for a worker (three quarters of the mount's \
+                 descriptor limit, half of it per user)",
+                over.whose(),
+                over.bound()
+            ))
+        })?;
+        Ok(DescriptorHold {
+            open: self.open.clone(),
+            uid,
+            count,
+        })
+    }
+
     /// A handle for `listing`, opened by `uid`; ENFILE if the table of handles is full.
     pub fn open_dir(&self, listing: Listing, uid: u32) -> Result<u64> {
         count_open(&mut lock(&self.open), uid)?;
@@ -265,6 +298,23 @@ mod tests {
 
     /// Second hostile review of 2026-12-03: every open file or directory holds a descriptor,
     /// and one user could hold them all, so the mount could open nothing for anyone.
+    #[test]
+    fn descriptors_held_for_conversions_count_with_open_handles_until_dropped() {
+        let handles = Handles::new(8, 1 << 20, 1 << 20);
+        let held = handles.hold_descriptors(7, 3).unwrap();
+        handles
+            .open(OpenFile::Source(Arc::new(tempfile::tempfile().unwrap())), 7)
+            .unwrap();
+        assert!(matches!(
+            handles.hold_descriptors(7, 1),
+            Err(Error::TooManyOpen(_))
+        ));
+        let other = handles.hold_descriptors(8, 4).unwrap();
+        drop((held, other));
+        assert!(handles.hold_descriptors(7, 3).is_ok());
+        assert_eq!(lock(&handles.open).held_by(7), 1, "the open handle alone");
+    }
+
     #[test]
     fn open_handles_are_bounded_per_user_and_together() {
         let handles = Handles::new(4, 1 << 20, 1 << 20);

@@ -122,6 +122,10 @@ impl ImgFs {
             Ok(inputs) => inputs,
             Err(err) => return reply(Err(logged(path, err))),
         };
+        let inputs = match self.hold(caller.uid, inputs) {
+            Ok(inputs) => inputs,
+            Err(err) => return reply(Err(logged(path, err))),
+        };
         let meta = inputs.source.meta;
         let reader = (caller.uid, caller.gid);
         let (fs, path) = (self.clone(), path.to_path_buf());
@@ -156,6 +160,13 @@ impl ImgFs {
                 reply(Ok(attr))
             },
         );
+    }
+
+    /// `inputs`, their descriptors counted for `uid` with open handles until they are
+    /// dropped (when their conversion ends, or at once if it is not theirs to run).
+    fn hold(&self, uid: u32, inputs: Inputs) -> Result<Inputs> {
+        let held = self.handles.hold_descriptors(uid, inputs.descriptors())?;
+        Ok(inputs.holding(held))
     }
 
     /// The POSIX ACL variant `node` shows: its source's as it is now, cut to read, so the
@@ -204,7 +215,16 @@ impl ImgFs {
                 v.judged((caller.uid, caller.gid));
                 Ok(Some(inputs))
             }
-            Err(err @ Error::Denied(_)) => Err(err),
+            // Refused, or failing for a reason of the machine's (out of descriptors, say):
+            // the inputs did not move on, so the kernel's entry stays (fourth hostile review
+            // of 2026-12-03: each such failure dropped the entry, through the one thread
+            // that tells the kernel, while an attacker kept it busy).
+            Err(
+                err @ (Error::Denied(_)
+                | Error::Io { .. }
+                | Error::TooManyOpen(_)
+                | Error::NoMemory(_)),
+            ) => Err(err),
             _ => {
                 self.outdate(node, v);
                 Ok(None)
@@ -227,6 +247,10 @@ impl ImgFs {
         let (inputs, recipe) = match found {
             Ok((Some(inputs), recipe)) => (inputs, recipe),
             Ok((None, _)) => return then(Ok(None)),
+            Err(err) => return then(Err(logged(&node.path, err))),
+        };
+        let inputs = match self.hold(caller.uid, inputs) {
+            Ok(inputs) => inputs,
             Err(err) => return then(Err(logged(&node.path, err))),
         };
         let meta = inputs.source.meta;

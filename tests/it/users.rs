@@ -314,21 +314,31 @@ fn variants_held_open_are_bounded() {
     assert_eq!(inspect(&copy), ("bmp".to_string(), 40, 30));
 }
 
-/// Second hostile review of 2026-12-03: every open file or directory holds one of the
-/// mount's descriptors, and one user could hold them all, so the mount could then open
-/// nothing for anyone. With a descriptor limit of 200, the mount keeps 150 handles, 75 a
-/// user: the 76th open of one user is ENFILE, another user still opens, and a close frees.
-#[test]
-fn open_files_are_bounded_per_user() {
+/// The binary mounted by root with `allow_other` under a descriptor limit of 200 (so 150
+/// handles, 75 a user), over a source holding `a.txt` and what `fill` adds.
+fn mount_with_200_descriptors(
+    fill: impl FnOnce(&Path),
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Child) {
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
     fs::create_dir_all(&src).unwrap();
     fs::create_dir_all(&mnt).unwrap();
     fs::write(src.join("a.txt"), b"a\n").unwrap();
+    fill(&src);
     let mut limited = Command::new("prlimit");
     limited.arg("--nofile=200:200").arg(crate::common::bin());
-    let mut child = mounted_by(limited, &src, &mnt, &["-o", "allow_other"]);
+    let child = mounted_by(limited, &src, &mnt, &["-o", "allow_other"]);
+    (dir, mnt, child)
+}
+
+/// Second hostile review of 2026-12-03: every open file or directory holds one of the
+/// mount's descriptors, and one user could hold them all, so the mount could then open
+/// nothing for anyone. With a descriptor limit of 200, the mount keeps 150 handles, 75 a
+/// user: the 76th open of one user is ENFILE, another user still opens, and a close frees.
+#[test]
+fn open_files_are_bounded_per_user() {
+    let (_dir, mnt, mut child) = mount_with_200_descriptors(|_| {});
     let file = mnt.join("a.txt");
     let held: Vec<fs::File> = (0..75).map(|_| fs::File::open(&file).unwrap()).collect();
     let refused = errno_of(fs::File::open(&file));
@@ -353,6 +363,39 @@ fn open_files_are_bounded_per_user() {
         String::from_utf8_lossy(&other.stderr)
     );
     assert_eq!(reopened.unwrap(), b"a\n");
+}
+
+/// Fourth hostile review of 2026-12-03: a variant's inputs (its source and watermark
+/// images) stay open until its conversion ends, and conversions queued by one user held
+/// descriptors without limit, until the mount could open nothing for anyone. They are
+/// counted with open handles now: with a descriptor limit of 200 (75 a user) and 74 files
+/// held open, a variant of one input (75) is looked up, one with a watermark (76) is
+/// ENFILE, another user looks it up, and closing the files lets it through.
+#[test]
+fn inputs_waiting_for_conversion_count_with_open_files() {
+    let (_dir, mnt, mut child) = mount_with_200_descriptors(|src| {
+        make_jpeg(&src.join("a.jpg"), 40, 30);
+        make_jpeg(&src.join("m.jpg"), 8, 8);
+    });
+    let held: Vec<fs::File> = (0..74)
+        .map(|_| fs::File::open(mnt.join("a.txt")).unwrap())
+        .collect();
+    let plain = fs::metadata(mnt.join("a.jpg@format,png")).map(|m| m.len());
+    let marked = mnt.join(format!("a.jpg@watermark,image_{}@format,png", b64("m.jpg")));
+    let refused = errno_of(fs::metadata(&marked));
+    let other = as_nobody(&marked);
+    drop(held);
+    let after = fs::read(&marked);
+    let _ = Command::new("umount").arg(&mnt).status();
+    let _ = child.wait();
+    assert!(plain.unwrap() > 0);
+    assert_eq!(refused, libc::ENFILE);
+    assert!(
+        other.status.success() && !other.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert_eq!(after.unwrap(), other.stdout);
 }
 
 /// Second hostile review of 2026-12-03: conversions were started first come first served,
