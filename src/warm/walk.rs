@@ -4,7 +4,9 @@
 //! never matters and a directory swapped for a symlink between the listing and the open is
 //! refused, not followed; entries are found as [`Found::in_dir`] finds them (no symlink
 //! followed; FIFOs and devices are never opened). A directory that cannot be opened or
-//! listed is one failure (its path and why, logged once) and the walk goes on.
+//! listed is one failure (its path, shortened if long, and why; the first
+//! [`SHOWN_FAILURES`](super::failures::SHOWN_FAILURES) are logged once and kept, the rest
+//! only counted) and the walk goes on.
 //! A file of several names (hard links) is listed once, under the first name met: the
 //! others are the same source, so the same conversions and disk-cache entries; they are
 //! counted, each logged at debug level as "skipped: same file as ...".
@@ -20,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{Dir, FileType};
 use tracing::{debug, warn};
 
+use super::failures::Failures;
 use crate::error::Error;
+use crate::logging::{one_line, short_path};
 use crate::pipeline::codec;
 use crate::source::{open_subdir, Found, Root};
 
@@ -42,8 +46,8 @@ pub struct Image {
 pub struct Walk {
     dirs: Vec<Node>,
     pub images: Vec<Image>,
-    /// Directories not walked, each "path: why".
-    pub failures: Vec<String>,
+    /// Directories not walked: how many, and the first few as "path: not walked: why".
+    pub failures: Failures,
     /// Names of a file listed already (hard links), skipped.
     pub links: usize,
 }
@@ -66,11 +70,15 @@ impl Walk {
 
     /// Records that the directory `dir` could not be opened or listed.
     fn fail(&mut self, dir: u32, why: impl std::fmt::Display) {
-        let path = self.dir_path(dir);
-        let path = if dir == 0 { Path::new(".") } else { &path };
-        let failure = format!("{}: not walked: {why}", path.display());
-        warn!("{}", crate::logging::one_line(&failure));
-        self.failures.push(failure);
+        // Taken out while the message borrows the directory table.
+        let mut failures = std::mem::take(&mut self.failures);
+        let message = || {
+            let path = self.dir_path(dir);
+            let path = if dir == 0 { Path::new(".") } else { &path };
+            format!("{}: not walked: {why}", short_path(path))
+        };
+        failures.add(message, |line| warn!("{}", one_line(line)));
+        self.failures = failures;
     }
 
     /// A new directory `name` in `parent`; its number.
@@ -141,8 +149,8 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
                         walk.links += 1;
                         debug!(
                             "{}: skipped: same file as {}",
-                            walk.dir_path(dir).join(name).display(),
-                            walk.path(&walk.images[*first as usize]).display()
+                            short_path(&walk.dir_path(dir).join(name)),
+                            short_path(&walk.path(&walk.images[*first as usize]))
                         );
                     }
                     continue;
@@ -231,7 +239,7 @@ mod tests {
         .unwrap();
         rustix::io::write(&file, PNG).unwrap();
         let walk = walk(&Root::open(root).unwrap(), &AtomicBool::new(false));
-        assert!(walk.failures.is_empty(), "{:?}", walk.failures);
+        assert_eq!(walk.failures.count(), 0, "{:?}", walk.failures.shown());
         let deep = deep.join("deep.png").display().to_string();
         assert_eq!(paths(&walk), ["a.png".to_string(), deep]);
     }
