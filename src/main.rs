@@ -61,19 +61,6 @@ fn return_freed_frames() {
     }
 }
 
-/// Each open file and each large cached variant (a memory file, see `cache::Stored`) holds
-/// a descriptor; the soft limit is often 1024 while the hard limit allows far more.
-fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    // An unlimited hard limit (None) is still capped by fs.nr_open (2^20 by default).
-    let most = limit.maximum.map_or(1 << 20, |max| max.min(1 << 20));
-    if limit.current.is_some_and(|current| current < most) {
-        limit.current = Some(most);
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
-
 fn convert(args: ConvertArgs) -> Result<(), String> {
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -116,7 +103,8 @@ fn stats(args: StatsArgs) -> Result<(), String> {
 }
 
 fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
-    raise_open_files_limit();
+    // Each open file and each large cached variant (a memory file) holds a descriptor.
+    imgfs::limits::raise_open_files_limit();
     let settings = args.processing.settings();
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let defaults = MountOptions::default();

@@ -67,6 +67,8 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
             })
         })
         .collect::<std::result::Result<Vec<_>, String>>()?;
+    // The walk holds a descriptor per level, then each job its files.
+    crate::limits::raise_open_files_limit();
     let root = Root::open(&args.source).map_err(|e| format!("{}: {e}", args.source.display()))?;
     let options = args.disk.options();
     let disk = refuse_inside(&options.dir, &args.source)
