@@ -93,11 +93,9 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
 }
 
 fn stats(args: StatsArgs) -> Result<(), String> {
-    let path = args.mountpoint.join(".imgfs/metrics");
     // The mount renders a few KiB; a real `.imgfs` in the source (real names win) is the
-    // source's to make, so it is read as untrusted text.
-    let text = imgfs::cli::read_small_text(&path, imgfs::stats::MAX_METRICS_BYTES)
-        .map_err(|e| format!("{}: {e} (is imgfs mounted there?)", path.display()))?;
+    // source's to make, so it is read as untrusted text, and no link in it is followed.
+    let text = imgfs::stats::read_metrics(&args.mountpoint)?;
     print!("{}", imgfs::stats::summarize(&text));
     Ok(())
 }
