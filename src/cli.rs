@@ -132,13 +132,20 @@ pub const MAX_STYLES_FILE_BYTES: u64 = 1 << 20;
 /// The text of the regular file `path`, of at most `max` bytes. Opened without blocking,
 /// so a FIFO put in its place is refused instead of hanging the start of a mount (and, under
 /// fstab, mount(8) waiting for it); third hostile review of 2026-12-03.
+/// A symlink is followed: `--styles-file` is the user's own choice.
 pub fn read_small_text(path: &std::path::Path, max: u64) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
+    read_small_file(file, max)
+}
+
+/// The text of `file` if it is a regular file of at most `max` bytes (opened `O_NONBLOCK`,
+/// so that what it turned out to be was not waited for).
+pub fn read_small_file(file: std::fs::File, max: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));

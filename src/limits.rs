@@ -1,4 +1,6 @@
 //! Limits that guard untrusted input; each is checked from the header before pixels exist.
+//! And the process's own open-files limit, raised by `mount` and `warm`
+//! ([`raise_open_files_limit`]).
 
 use crate::error::{Error, Result};
 
@@ -130,5 +132,21 @@ impl Limits {
             )));
         }
         Ok(())
+    }
+}
+
+/// Raises the open-files soft limit to the hard limit (at most 2^20): the soft limit is
+/// often 1024 while the hard limit allows far more. A mount holds a descriptor per open
+/// file and per large cached variant (a memory file, see `cache::Stored`); `warm`'s walk
+/// holds one per level of the directory it lists (fourth hostile review of 2026-12-03: with
+/// a soft limit of 1024, every directory deeper than about 1,020 levels failed, EMFILE).
+pub fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit (None) is still capped by fs.nr_open (2^20 by default).
+    let most = limit.maximum.map_or(1 << 20, |max| max.min(1 << 20));
+    if limit.current.is_some_and(|current| current < most) {
+        limit.current = Some(most);
+        let _ = setrlimit(Resource::Nofile, limit);
     }
 }

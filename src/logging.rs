@@ -121,6 +121,39 @@ pub fn one_line(text: &str) -> String {
     String::from_utf8(line).expect("still UTF-8")
 }
 
+/// How long a path in a line `warm` logs or prints may be, in bytes, before [`short_path`]
+/// shortens it. Paths in the source tree are anyone's to make, and the walk goes below
+/// PATH_MAX: one of 394 levels of 255-byte names is 100 KB, repeated in every line about a
+/// file there (fourth hostile review of 2026-12-03).
+pub const SHORT_PATH_BYTES: usize = 200;
+
+/// `path` for a log line: itself if at most [`SHORT_PATH_BYTES`] long, else `…/` and as many
+/// of its last components as fit in that (always the last one, at most 255 bytes), so the
+/// name and where it is stay readable. Not escaped: [`one_line`] or the logger does that.
+pub fn short_path(path: &std::path::Path) -> String {
+    use std::path::Component;
+    let whole = path.display().to_string();
+    if whole.len() <= SHORT_PATH_BYTES {
+        return whole;
+    }
+    let mut kept: Vec<String> = Vec::new();
+    let mut len = 0;
+    for component in path.components().rev() {
+        let name = match component {
+            Component::Normal(name) => name.to_string_lossy().into_owned(),
+            other => other.as_os_str().to_string_lossy().into_owned(),
+        };
+        if !kept.is_empty() && len + name.len() + 1 > SHORT_PATH_BYTES {
+            kept.push("…".into());
+            break;
+        }
+        len += name.len() + 1;
+        kept.push(name);
+    }
+    kept.reverse();
+    kept.join("/")
+}
+
 /// `colours`: ESC passes, as it starts the formatter's colours (which escapes any ESC inside
 /// a field itself).
 fn escape_into(text: &[u8], line: &mut Vec<u8>, colours: bool) {
@@ -169,6 +202,32 @@ mod tests {
         assert!(text.contains("a.jpg\\n2026"), "{text}");
         // Printed outside the log, an ESC is escaped too.
         assert_eq!(one_line("a\x1b[2Jb\n"), "a\\x1b[2Jb\\n");
+    }
+
+    #[test]
+    fn a_long_path_keeps_its_last_components_after_an_ellipsis() {
+        use std::path::Path;
+        assert_eq!(short_path(Path::new("a/b/c.jpg")), "a/b/c.jpg");
+        // 400 levels of 255-byte names: each one too long to join the last.
+        let long = "d".repeat(255);
+        let deep: std::path::PathBuf = std::iter::repeat_n(long.as_str(), 400).collect();
+        assert_eq!(short_path(&deep.join("x.png")), "…/x.png");
+        let mid = "m".repeat(90);
+        let deep = deep.join(&mid).join(&mid).join("x.png");
+        assert_eq!(short_path(&deep), format!("…/{mid}/{mid}/x.png"));
+        let shown = short_path(&Path::new(&"e/".repeat(1000)).join("x.png"));
+        assert!(
+            shown.starts_with("…/e/e/") && shown.ends_with("/e/x.png"),
+            "{shown}"
+        );
+        assert!(
+            shown.len() <= SHORT_PATH_BYTES + "…/".len(),
+            "{}",
+            shown.len()
+        );
+        // One name longer than the bound is kept whole.
+        let name = "n".repeat(255);
+        assert_eq!(short_path(Path::new(&name)), name);
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

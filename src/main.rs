@@ -61,19 +61,6 @@ fn return_freed_frames() {
     }
 }
 
-/// Each open file and each large cached variant (a memory file, see `cache::Stored`) holds
-/// a descriptor; the soft limit is often 1024 while the hard limit allows far more.
-fn raise_open_files_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    // An unlimited hard limit (None) is still capped by fs.nr_open (2^20 by default).
-    let most = limit.maximum.map_or(1 << 20, |max| max.min(1 << 20));
-    if limit.current.is_some_and(|current| current < most) {
-        limit.current = Some(most);
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
-
 fn convert(args: ConvertArgs) -> Result<(), String> {
     let root = match &args.root {
         Some(root) => root.clone(),
@@ -106,17 +93,16 @@ fn convert(args: ConvertArgs) -> Result<(), String> {
 }
 
 fn stats(args: StatsArgs) -> Result<(), String> {
-    let path = args.mountpoint.join(".imgfs/metrics");
     // The mount renders a few KiB; a real `.imgfs` in the source (real names win) is the
-    // source's to make, so it is read as untrusted text.
-    let text = imgfs::cli::read_small_text(&path, imgfs::stats::MAX_METRICS_BYTES)
-        .map_err(|e| format!("{}: {e} (is imgfs mounted there?)", path.display()))?;
+    // source's to make, so it is read as untrusted text, and no link in it is followed.
+    let text = imgfs::stats::read_metrics(&args.mountpoint)?;
     print!("{}", imgfs::stats::summarize(&text));
     Ok(())
 }
 
 fn mount(args: MountArgs, readiness: Option<Readiness>) -> Result<(), String> {
-    raise_open_files_limit();
+    // Each open file and each large cached variant (a memory file) holds a descriptor.
+    imgfs::limits::raise_open_files_limit();
     let settings = args.processing.settings();
     let styles = args.processing.styles().map_err(|e| e.to_string())?;
     let defaults = MountOptions::default();

@@ -62,6 +62,46 @@ fn bytes(n: f64) -> String {
 /// The most `imgfs stats` reads of a metrics page (the mount's own is a few KiB).
 pub const MAX_METRICS_BYTES: u64 = 1 << 20;
 
+/// The text of `mountpoint/.imgfs/metrics`; Err is the line to show. A real `.imgfs` in the
+/// source wins over the mount's own (real names win), so whoever may write the source root
+/// decides what is there: it is opened beneath `mountpoint` (which itself may be a link, the
+/// user's own choice) with no symbolic link followed and no other file system entered, not
+/// blocking, and read only if a regular file of at most [`MAX_METRICS_BYTES`]. Following a
+/// planted `metrics -> /dev/...` made root's `imgfs stats` open whatever the source's
+/// writer named (fourth hostile review of 2026-12-03).
+pub fn read_metrics(mountpoint: &std::path::Path) -> Result<String, String> {
+    use rustix::fs::{open, openat2, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let path = mountpoint.join(".imgfs/metrics");
+    let failed = |path: &std::path::Path, err: std::io::Error| {
+        format!("{}: {err} (is imgfs mounted there?)", path.display())
+    };
+    let dir = open(
+        mountpoint,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| failed(mountpoint, e.into()))?;
+    let file = openat2(
+        &dir,
+        ".imgfs/metrics",
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )
+    .map_err(|e| match e {
+        Errno::LOOP | Errno::XDEV => format!(
+            "{}: not imgfs's metrics file (a symbolic link or another file system)",
+            path.display()
+        ),
+        e => failed(&path, e.into()),
+    })?;
+    crate::cli::read_small_file(file.into(), MAX_METRICS_BYTES).map_err(|e| failed(&path, e))
+}
+
 /// The readable summary of the metrics page `text`, every control character escaped.
 pub fn summarize(text: &str) -> String {
     let s = Samples::parse(text);
@@ -123,6 +163,49 @@ mod tests {
     use super::*;
     use crate::metrics::{CacheCounts, Metrics, TierCounts};
     use std::time::Duration;
+
+    /// Fourth hostile review of 2026-12-03: a `metrics` (or `.imgfs`) that is a symlink is
+    /// refused, not followed; a regular file is read, a FIFO refused without waiting.
+    #[test]
+    fn a_metrics_file_that_is_a_link_is_refused_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "imgfs_conversions_total 99\n").unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(mnt.join(".imgfs")).unwrap();
+        symlink(&outside, mnt.join(".imgfs/metrics")).unwrap();
+        let err = read_metrics(&mnt).unwrap_err();
+        assert!(
+            err.ends_with("mnt/.imgfs/metrics: not imgfs's metrics file (a symbolic link or another file system)"),
+            "{err}"
+        );
+        std::fs::remove_file(mnt.join(".imgfs/metrics")).unwrap();
+        std::fs::write(mnt.join(".imgfs/metrics"), "imgfs_conversions_total 3\n").unwrap();
+        assert_eq!(read_metrics(&mnt).unwrap(), "imgfs_conversions_total 3\n");
+        // The link may be the directory.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::rename(mnt.join(".imgfs"), other.join(".imgfs")).unwrap();
+        symlink(other.join(".imgfs"), mnt.join(".imgfs")).unwrap();
+        let err = read_metrics(&mnt).unwrap_err();
+        assert!(err.contains("not imgfs's metrics file"), "{err}");
+        // The mount point itself may be a link: the user named it.
+        let link = dir.path().join("link");
+        symlink(&other, &link).unwrap();
+        assert_eq!(read_metrics(&link).unwrap(), "imgfs_conversions_total 3\n");
+        // A FIFO is refused at once.
+        let fifo = other.join(".imgfs/metrics");
+        std::fs::remove_file(&fifo).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        let err = read_metrics(&link).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn summarizes_what_the_metrics_file_says() {

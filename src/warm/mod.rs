@@ -10,8 +10,11 @@
 //! it reads in a shell: what was stored is kept, entries being written leave temporary
 //! files that the disk cache's scan removes once 15 minutes old.
 
+mod failures;
 mod progress;
 mod walk;
+
+pub use failures::{MAX_FAILURE_BYTES, SHOWN_FAILURES};
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -64,6 +67,8 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
             })
         })
         .collect::<std::result::Result<Vec<_>, String>>()?;
+    // The walk holds a descriptor per level, then each job its files.
+    crate::limits::raise_open_files_limit();
     let root = Root::open(&args.source).map_err(|e| format!("{}: {e}", args.source.display()))?;
     let options = args.disk.options();
     let disk = refuse_inside(&options.dir, &args.source)
@@ -103,8 +108,9 @@ pub fn run(args: &WarmArgs) -> std::result::Result<(), String> {
                         break;
                     };
                     let image = walk.path(image);
+                    let shown = crate::logging::short_path(&image);
                     run.warm(&image, &stop, |recipe, outcome| {
-                        progress.record(&format!("{}@{}", image.display(), recipe.text), outcome);
+                        progress.record(&format!("{shown}@{}", recipe.text), outcome);
                     });
                 }
             });

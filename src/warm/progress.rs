@@ -1,6 +1,7 @@
 //! What `imgfs warm` shows while it runs and at the end: a progress bar on a terminal
 //! (files done/total, bytes saved, rate, time left), one log line per file otherwise, and a
-//! summary (converted, skipped, failed with reasons, bytes in and out).
+//! summary (converted, skipped, failed with reasons, bytes in and out). Failures are counted
+//! all, but only the first [`SHOWN_FAILURES`] are logged and listed ([`Failures`]).
 
 use std::io::IsTerminal;
 use std::sync::{Mutex, MutexGuard};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::{info, warn};
+
+use super::failures::{Failures, SHOWN_FAILURES};
 
 /// How one file with one spec went.
 pub enum Outcome {
@@ -22,7 +25,7 @@ struct Counts {
     done: usize,
     converted: usize,
     skipped: usize,
-    failed: Vec<String>,
+    failed: Failures,
     read: u64,
     written: u64,
 }
@@ -37,9 +40,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `total` conversions to come; `failures` (directories not walked, each logged
-    /// already) are counted with theirs; `links` names were skipped as hard links.
-    pub fn new(total: usize, failures: Vec<String>, links: usize) -> Progress {
+    /// `total` conversions to come; `failures` (directories not walked, logged already)
+    /// are counted with theirs; `links` names were skipped as hard links.
+    pub fn new(total: usize, failures: Failures, links: usize) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total as u64);
             let style = ProgressStyle::with_template(
@@ -67,7 +70,7 @@ impl Progress {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts `outcome` of `name` (a file@spec) and shows it.
+    /// Counts `outcome` of `name` (a file@spec, its path shortened) and shows it.
     pub fn record(&self, name: &str, outcome: Outcome) {
         let mut counts = self.counts();
         counts.done += 1;
@@ -83,10 +86,15 @@ impl Progress {
                 "cached already".to_string()
             }
             Outcome::Failed(reason) => {
-                counts.failed.push(format!("{name}: {reason}"));
-                if self.bar.is_none() {
-                    warn!("[{}/{}] {name}: {reason}", counts.done, self.total);
-                }
+                let (done, total, bar) = (counts.done, self.total, self.bar.is_some());
+                counts.failed.add(
+                    || format!("{name}: {reason}"),
+                    |line| {
+                        if !bar {
+                            warn!("[{done}/{total}] {line}");
+                        }
+                    },
+                );
                 return self.advance(&counts);
             }
         };
@@ -122,14 +130,20 @@ impl Progress {
             "warm: {} converted, {} skipped (cached), {} failed{links}{stopped} in {:.1} s; {} in → {} out",
             counts.converted,
             counts.skipped,
-            counts.failed.len(),
+            counts.failed.count(),
             self.started.elapsed().as_secs_f64(),
             ByteSize(counts.read),
             ByteSize(counts.written),
         );
-        for failure in &counts.failed {
+        for failure in counts.failed.shown() {
             println!("  failed: {}", crate::logging::one_line(failure));
         }
-        counts.failed.len()
+        match counts.failed.not_shown() {
+            0 => {}
+            n => println!(
+                "  … and {n} more failures, not shown (only the first {SHOWN_FAILURES} are)"
+            ),
+        }
+        counts.failed.count()
     }
 }

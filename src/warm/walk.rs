@@ -1,10 +1,13 @@
 //! The walk of `imgfs warm`: every regular file under the root whose first bytes are an
 //! image's. Each directory is opened relative to its parent's descriptor
 //! ([`open_subdir`]: `O_DIRECTORY | O_NOFOLLOW`, one component), so the length of a path
-//! never matters and a directory swapped for a symlink between the listing and the open is
+//! does not matter (its depth does: one descriptor is open per level, down to
+//! [`MAX_DEPTH`]) and a directory swapped for a symlink between the listing and the open is
 //! refused, not followed; entries are found as [`Found::in_dir`] finds them (no symlink
 //! followed; FIFOs and devices are never opened). A directory that cannot be opened or
-//! listed is one failure (its path and why, logged once) and the walk goes on.
+//! listed is one failure (its path, shortened if long, and why; the first
+//! [`SHOWN_FAILURES`](super::failures::SHOWN_FAILURES) are logged once and kept, the rest
+//! only counted) and the walk goes on.
 //! A file of several names (hard links) is listed once, under the first name met: the
 //! others are the same source, so the same conversions and disk-cache entries; they are
 //! counted, each logged at debug level as "skipped: same file as ...".
@@ -20,9 +23,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{Dir, FileType};
 use tracing::{debug, warn};
 
+use super::failures::Failures;
 use crate::error::Error;
+use crate::logging::{one_line, short_path};
 use crate::pipeline::codec;
 use crate::source::{open_subdir, Found, Root};
+
+/// The deepest directory the walk lists, in levels below the root; a deeper one is not
+/// walked (one failure). No image could be warmed there: each level adds at least two bytes
+/// (`a/`) to the path from the root, so an image below this depth has a path of at least
+/// PATH_MAX bytes, which fails "File name too long" (images between here and PATH_MAX do
+/// fail so, as a mount would answer). The walk holds a descriptor and a listing buffer per
+/// level, and `warm` raises its descriptor limit up to 2^20: without this bound a chain of
+/// nested directories would cost both, as deep as anyone cared to make it (fourth hostile
+/// review of 2026-12-03).
+pub const MAX_DEPTH: usize = libc::PATH_MAX as usize / 2 - 1;
 
 /// A directory met on the walk: its name in its parent (the root has none).
 struct Node {
@@ -42,8 +57,8 @@ pub struct Image {
 pub struct Walk {
     dirs: Vec<Node>,
     pub images: Vec<Image>,
-    /// Directories not walked, each "path: why".
-    pub failures: Vec<String>,
+    /// Directories not walked: how many, and the first few as "path: not walked: why".
+    pub failures: Failures,
     /// Names of a file listed already (hard links), skipped.
     pub links: usize,
 }
@@ -64,13 +79,22 @@ impl Walk {
         names.iter().rev().map(|name| &***name).collect()
     }
 
-    /// Records that the directory `dir` could not be opened or listed.
-    fn fail(&mut self, dir: u32, why: impl std::fmt::Display) {
-        let path = self.dir_path(dir);
-        let path = if dir == 0 { Path::new(".") } else { &path };
-        let failure = format!("{}: not walked: {why}", path.display());
-        warn!("{}", crate::logging::one_line(&failure));
-        self.failures.push(failure);
+    /// Records that the directory `name` in `dir` (`dir` itself if None) could not be
+    /// opened or listed. A directory that failed gets no entry in the table: a failure
+    /// past the first few costs nothing but its count.
+    fn fail(&mut self, dir: u32, name: Option<&OsStr>, why: impl std::fmt::Display) {
+        // Taken out while the message borrows the directory table.
+        let mut failures = std::mem::take(&mut self.failures);
+        let message = || {
+            let mut path = self.dir_path(dir);
+            path.extend(name);
+            if path.as_os_str().is_empty() {
+                path.push(".");
+            }
+            format!("{}: not walked: {why}", short_path(&path))
+        };
+        failures.add(message, |line| warn!("{}", one_line(line)));
+        self.failures = failures;
     }
 
     /// A new directory `name` in `parent`; its number.
@@ -84,8 +108,14 @@ impl Walk {
 }
 
 /// Every image under `root`, until `stop` is set. One descriptor is open per level of the
-/// directory being listed; a level past the descriptor limit is a failure like any other.
+/// directory being listed; a level past the descriptor limit, or past [`MAX_DEPTH`], is a
+/// failure like any other.
 pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
+    walk_within(root, stop, MAX_DEPTH)
+}
+
+/// [`walk`], listing directories at most `max_depth` levels below the root.
+fn walk_within(root: &Root, stop: &AtomicBool, max_depth: usize) -> Walk {
     let mut walk = Walk::default();
     walk.dirs.push(Node {
         parent: 0,
@@ -97,11 +127,16 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
     match root.open_dir(Path::new("")) {
         Ok(fd) => match Dir::new(fd) {
             Ok(listing) => open.push((0, listing)),
-            Err(err) => walk.fail(0, std::io::Error::from(err)),
+            Err(err) => walk.fail(0, None, std::io::Error::from(err)),
         },
-        Err(err) => walk.fail(0, err),
+        Err(err) => walk.fail(0, None, err),
     }
-    while let Some((dir, listing)) = open.last_mut() {
+    loop {
+        // The root is level 0: a subdirectory of this listing is level `depth`.
+        let depth = open.len();
+        let Some((dir, listing)) = open.last_mut() else {
+            break;
+        };
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -113,7 +148,7 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
             }
             Some(Err(err)) => {
                 open.pop();
-                walk.fail(dir, std::io::Error::from(err));
+                walk.fail(dir, None, std::io::Error::from(err));
                 continue;
             }
             Some(Ok(entry)) => entry,
@@ -141,8 +176,8 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
                         walk.links += 1;
                         debug!(
                             "{}: skipped: same file as {}",
-                            walk.dir_path(dir).join(name).display(),
-                            walk.path(&walk.images[*first as usize]).display()
+                            short_path(&walk.dir_path(dir).join(name)),
+                            short_path(&walk.path(&walk.images[*first as usize]))
                         );
                     }
                     continue;
@@ -161,11 +196,17 @@ pub fn walk(root: &Root, stop: &AtomicBool) -> Walk {
             }
             Some(found) if !found.meta.is_dir() => {}
             _ => {
-                let sub = open_subdir(fd, name).and_then(Dir::new);
-                let sub_dir = walk.add_dir(dir, name);
-                match sub {
-                    Ok(sub) => open.push((sub_dir, sub)),
-                    Err(err) => walk.fail(sub_dir, std::io::Error::from(err)),
+                if depth > max_depth {
+                    walk.fail(
+                        dir,
+                        Some(name),
+                        format!("more than {max_depth} levels deep"),
+                    );
+                    continue;
+                }
+                match open_subdir(fd, name).and_then(Dir::new) {
+                    Ok(sub) => open.push((walk.add_dir(dir, name), sub)),
+                    Err(err) => walk.fail(dir, Some(name), std::io::Error::from(err)),
                 }
             }
         }
@@ -231,9 +272,57 @@ mod tests {
         .unwrap();
         rustix::io::write(&file, PNG).unwrap();
         let walk = walk(&Root::open(root).unwrap(), &AtomicBool::new(false));
-        assert!(walk.failures.is_empty(), "{:?}", walk.failures);
+        assert_eq!(walk.failures.count(), 0, "{:?}", walk.failures.shown());
         let deep = deep.join("deep.png").display().to_string();
         assert_eq!(paths(&walk), ["a.png".to_string(), deep]);
+    }
+
+    /// Fourth hostile review of 2026-12-03: every directory that failed was kept and logged
+    /// with its whole path. Many failures, far below the root: all counted, the first
+    /// SHOWN_FAILURES kept, each message short, and no entry in the directory table.
+    #[test]
+    fn many_failures_are_counted_and_few_kept_each_short() {
+        use super::super::failures::{MAX_FAILURE_BYTES, SHOWN_FAILURES};
+        const SIBLINGS: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let long = "d".repeat(150);
+        let mut at = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::PATH,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        // 30 levels of 150-byte names: 4530 bytes of path, past PATH_MAX.
+        for _ in 0..30 {
+            rustix::fs::mkdirat(&at, long.as_str(), rustix::fs::Mode::from_raw_mode(0o755))
+                .unwrap();
+            at = open_subdir(&at, OsStr::new(&long)).unwrap();
+        }
+        for n in 0..SIBLINGS {
+            let name = format!("s{n}");
+            rustix::fs::mkdirat(&at, name.as_str(), rustix::fs::Mode::from_raw_mode(0o755))
+                .unwrap();
+        }
+        // The 30th level is listed; its subdirectories, at level 31, are too deep.
+        let root = Root::open(dir.path()).unwrap();
+        let walk = walk_within(&root, &AtomicBool::new(false), 30);
+        assert_eq!(walk.failures.count(), SIBLINGS);
+        assert_eq!(walk.failures.shown().len(), SHOWN_FAILURES);
+        assert_eq!(walk.dirs.len(), 1 + 30, "failed directories are not kept");
+        let bytes: usize = walk.failures.shown().iter().map(String::len).sum();
+        assert!(bytes <= SHOWN_FAILURES * 300, "{bytes} bytes kept");
+        for failure in walk.failures.shown() {
+            assert!(failure.len() < MAX_FAILURE_BYTES, "{failure}");
+            assert!(
+                failure.starts_with(&format!("…/{long}/s"))
+                    && failure.ends_with(": not walked: more than 30 levels deep"),
+                "{failure}"
+            );
+        }
+        // One level more and they are walked.
+        let walk = walk_within(&root, &AtomicBool::new(false), 31);
+        assert_eq!(walk.failures.count(), 0, "{:?}", walk.failures.shown());
+        assert_eq!(walk.dirs.len(), 1 + 30 + SIBLINGS);
     }
 
     #[test]

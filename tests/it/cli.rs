@@ -311,3 +311,39 @@ fn a_busy_unmount_keeps_the_conversion_running_on_disk() {
         ("heic".to_string(), 4000, 3000)
     );
 }
+
+/// The fourth hostile review of 2026-12-03: a real `.imgfs` in the source wins over the
+/// mount's own, and `imgfs stats` (often run by root) followed its `metrics` if a symlink,
+/// opening whatever the source's writer named. It is refused, naming why, and what the
+/// link points at is never read; the mount's own metrics file still is.
+#[test]
+fn stats_refuses_a_planted_metrics_symlink() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    fs::write(&secret, "imgfs_conversions_total 4242\nSECRET-LINE\n").unwrap();
+    let stats = |mnt: &Path| {
+        let out = Command::new(bin()).arg("stats").arg(mnt).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let planted = crate::common::Mount::new_with_files(|src| {
+        fs::create_dir(src.join(".imgfs")).unwrap();
+        symlink(&secret, src.join(".imgfs/metrics")).unwrap();
+    });
+    let (ok, text) = stats(&planted.mnt);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            ".imgfs/metrics: not imgfs's metrics file (a symbolic link or another file system)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("4242") && !text.contains("SECRET"), "{text}");
+    drop(planted);
+    let mine = crate::common::Mount::new();
+    let (ok, text) = stats(&mine.mnt);
+    assert!(ok, "{text}");
+    assert!(text.contains("conversions    0, 0 failed"), "{text}");
+}

@@ -253,6 +253,98 @@ fn a_deep_or_unreadable_directory_is_one_failure_and_the_rest_is_warmed() {
     );
 }
 
+/// The fourth hostile review of 2026-12-03: every directory the walk could not open was kept,
+/// logged and printed with its whole path, so a source writer's empty directories below the
+/// descriptor limit grew warm's memory and output without limit. Under `prlimit --nofile=64`
+/// (soft = hard, nothing to raise) a chain of 100 levels runs out of descriptors some 60
+/// levels down, where each level holds SIBLINGS empty directories: SIBLINGS + 1 failures,
+/// all counted, the first SHOWN_FAILURES shown (log and summary), each line short. With a
+/// hard limit above it, warm raises its soft limit and walks the whole chain.
+#[test]
+fn failures_past_the_descriptor_limit_are_counted_and_the_output_stays_bounded() {
+    use imgfs::warm::SHOWN_FAILURES;
+    const LEVELS: usize = 100;
+    const SIBLINGS: usize = 120;
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    // 100 levels of 30-byte names: 3.1 KB of path, within PATH_MAX.
+    let mut chain = src.clone();
+    for level in 1..=LEVELS {
+        chain.push("d".repeat(30));
+        std::fs::create_dir_all(&chain).unwrap();
+        // Wherever the 64 descriptors run out (past the few warm holds before its walk).
+        if (40..=63).contains(&level) {
+            for n in 0..SIBLINGS {
+                std::fs::create_dir(chain.join(format!("s{n}"))).unwrap();
+            }
+        }
+    }
+    make_jpeg(&chain.join("deep.jpg"), 64, 64);
+    let cache = base.path().join("cache");
+    let run = |nofile: &str| {
+        let out = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}"))
+            .arg(bin())
+            .arg("warm")
+            .arg(&src)
+            .arg("format,webp")
+            .arg("--disk-cache")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = run("64:64");
+    assert!(!ok, "{text}");
+    let failed = SIBLINGS + 1;
+    assert!(
+        text.contains(&format!(
+            "warm: 0 converted, 0 skipped (cached), {failed} failed"
+        )),
+        "{text}"
+    );
+    let not_walked: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains(": not walked: "))
+        .collect();
+    assert_eq!(
+        not_walked.len(),
+        2 * SHOWN_FAILURES,
+        "logged and listed: {text}"
+    );
+    assert!(
+        not_walked
+            .iter()
+            .all(|line| line.contains("Too many open files")
+                && line.contains("…/")
+                && line.len() < imgfs::logging::SHORT_PATH_BYTES + 200),
+        "{not_walked:#?}"
+    );
+    assert!(
+        text.contains(&format!(
+            "more than {SHOWN_FAILURES} failures: the rest are counted, not shown"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "… and {} more failures, not shown",
+            failed - SHOWN_FAILURES
+        )),
+        "{text}"
+    );
+    assert!(text.len() < 64 << 10, "{} bytes of output", text.len());
+
+    let (ok, text) = run("64:4096");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warm: 1 converted, 0 skipped (cached), 0 failed"),
+        "{text}"
+    );
+}
+
 /// The third hostile review of 2026-12-03: hard links of one image (cheap for anyone who may
 /// write in the tree) are one file to warm, converted once; the other names are counted,
 /// not kept, so warm's memory no longer grows with them.
