@@ -185,7 +185,11 @@ impl ImgFs {
     /// How `node`'s name is made, read again from the name (as its lookup read it).
     fn recipe(&self, node: &Node, v: &VariantNode) -> Result<Recipe> {
         if let Some(source) = &v.view_source {
-            let (style, dir) = views::split(&node.path)
+            // The view directory the name is in (`@style,NAME/a/b`) mirrors `a/b`.
+            let (style, dir) = node
+                .path
+                .parent()
+                .and_then(views::split)
                 .ok_or_else(|| Error::NotFound(format!("{}: a view", node.path.display())))?;
             let spec = Spec::parse(&format!("style,{style}"), &self.styles)?;
             return Ok(Recipe::new(dir.join(source), spec));

@@ -27,6 +27,17 @@ fn as_nobody(path: &Path) -> std::process::Output {
     as_uid(65534, path)
 }
 
+/// nobody reads `name`, and the same bytes as root.
+fn assert_nobody_reads_what_root_reads(m: &Mount, name: &str) {
+    let out = as_nobody(&m.path(name));
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, fs::read(m.path(name)).unwrap(), "{name}");
+}
+
 /// Root reads `name` first, so the kernel's entries and imgfs's caches hold it (a cached
 /// variant is what nobody would get); nobody's read is then EACCES.
 fn assert_denied_to_nobody(m: &Mount, name: &str) {
@@ -135,13 +146,7 @@ fn with_allow_other_unreadable_sources_have_unreadable_variants() {
         "public.jpg@format,png",
         "public.jpg@resize,w_10",
     ] {
-        let out = as_nobody(&m.path(name));
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, fs::read(m.path(name)).unwrap(), "{name}");
+        assert_nobody_reads_what_root_reads(&m, name);
     }
     for name in [
         "private.jpg",
@@ -209,13 +214,7 @@ fn posix_acls_of_the_source_hold_through_the_mount() {
         );
     }
     for name in ["granted.jpg", "granted.jpg@format,png", "public.jpg"] {
-        let out = as_nobody(&m.path(name));
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, fs::read(m.path(name)).unwrap(), "{name}");
+        assert_nobody_reads_what_root_reads(&m, name);
         assert!(!as_uid(1000, &m.path(name)).status.success() || name == "public.jpg");
     }
     // getfacl reads the ACL the mount shows: a variant's is its source's, cut to read.
@@ -227,6 +226,39 @@ fn posix_acls_of_the_source_hold_through_the_mount() {
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("user:65534:r--"), "{shown}");
     assert!(shown.contains("user::r--"), "{shown}");
+}
+
+/// Fourth hostile review of 2026-12-03 (found while checking ACLs in views): a whole-tree
+/// view's image read its recipe from the image's own path as if it were its directory's
+/// (`@style,s/a.webp` made from `a.webp/a.jpg`), so the source's ACL asked for by the
+/// kernel for any user but the owner was ENOENT, and other users could not read views.
+/// Another user reads a view's images as root does; a directory whose ACL shuts nobody
+/// out is shut in the view too.
+#[test]
+fn other_users_read_whole_tree_views_as_the_source_allows() {
+    let mut styles = Styles::default();
+    styles.add("s", "resize,w_16@format,webp").unwrap();
+    let options = MountOptions {
+        options: vec!["allow_other".into()],
+        ..MountOptions::default()
+    };
+    let m = Mount::with(options, Settings::default(), styles, |src| {
+        fs::set_permissions(src.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
+        for name in ["a.jpg", "sub/b.jpg", "closed/c.jpg"] {
+            fs::create_dir_all(src.join(name).parent().unwrap()).unwrap();
+            make_jpeg(&src.join(name), 40, 30);
+        }
+        setfacl("u:65534:---", &src.join("closed"));
+    });
+    for name in ["@style,s/a.webp", "@style,s/sub/b.webp"] {
+        assert_nobody_reads_what_root_reads(&m, name);
+        assert_eq!(inspect(&m.path(name)).0, "webp", "{name}");
+    }
+    assert!(!fs::read(m.path("@style,s/closed/c.webp"))
+        .unwrap()
+        .is_empty());
+    let out = as_nobody(&m.path("@style,s/closed/c.webp"));
+    assert!(!out.status.success() && out.stdout.is_empty());
 }
 
 /// Second hostile review of 2026-12-03: a name was looked up by its directory's path, so a
