@@ -10,7 +10,7 @@ BUILD="build-essential cmake nasm pkg-config libx265-dev libde265-dev libnuma-de
 # Tests: independent decoders, a real web server, a load tool, the CJK watermark font, and
 # real photos (Debian's lomiri wallpapers: the quality-target tests and the benchmark), and
 # mkfs.ext4 (a source file system without birth times).
-TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc lomiri-wallpapers-20.04 e2fsprogs"
+TEST="libheif-examples webp imagemagick nginx caddy curl wrk rsync libimage-exiftool-perl icc-profiles-free fonts-wqy-zenhei procps psmisc lomiri-wallpapers-20.04 e2fsprogs acl"
 # Benchmark: the reference tools (avifenc: the rd case's AVIF reference).
 BENCH="libvips-tools hyperfine libavif-bin"
 
