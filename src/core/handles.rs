@@ -296,8 +296,8 @@ mod tests {
         OpenFile::Source(Arc::new(File::open("/dev/null").unwrap()))
     }
 
-    /// Second hostile review of 2026-12-03: every open file or directory holds a descriptor,
-    /// and one user could hold them all, so the mount could open nothing for anyone.
+    /// Fourth hostile review of 2026-12-03: a queued conversion's inputs held descriptors
+    /// that no table counted.
     #[test]
     fn descriptors_held_for_conversions_count_with_open_handles_until_dropped() {
         let handles = Handles::new(8, 1 << 20, 1 << 20);
@@ -315,6 +315,8 @@ mod tests {
         assert_eq!(lock(&handles.open).held_by(7), 1, "the open handle alone");
     }
 
+    /// Second hostile review of 2026-12-03: every open file or directory holds a descriptor,
+    /// and one user could hold them all, so the mount could open nothing for anyone.
     #[test]
     fn open_handles_are_bounded_per_user_and_together() {
         let handles = Handles::new(4, 1 << 20, 1 << 20);
