@@ -7,6 +7,7 @@
 
 mod attr;
 mod handles;
+mod in_flight;
 mod inodes;
 mod listings;
 mod names;
@@ -92,6 +93,8 @@ pub struct ImgFs {
     inodes: Mutex<Table>,
     handles: Handles,
     kernel: OnceLock<Arc<dyn Kernel>>,
+    /// Variant lookups not yet answered, by directory.
+    lookups: in_flight::Lookups,
     /// Nodes dropped on FORGET so far.
     forgotten: AtomicUsize,
     /// The current renderings of the mount's own files.
@@ -144,6 +147,7 @@ impl ImgFs {
                 options.open_bytes,
             ),
             kernel: OnceLock::new(),
+            lookups: in_flight::Lookups::default(),
             forgotten: AtomicUsize::new(1),
             snapshots: own_files::Snapshots::default(),
             view_relist: views::relist_interval(options.attr_ttl),
@@ -161,6 +165,12 @@ impl ImgFs {
     /// Hands over the kernel side once the session exists.
     pub fn set_kernel(&self, kernel: Arc<dyn Kernel>) {
         let _ = self.kernel.set(kernel);
+    }
+
+    /// Whether a lookup of a variant in directory `dir` is waiting for its answer (the
+    /// kernel holds the directory for it: see `in_flight`).
+    pub fn looking_up_in(&self, dir: u64) -> bool {
+        self.lookups.any_in(dir)
     }
 
     fn inodes(&self) -> MutexGuard<'_, Table> {

@@ -130,6 +130,7 @@ impl ImgFs {
         let reader = (caller.uid, caller.gid);
         let (fs, path) = (self.clone(), path.to_path_buf());
         debug_assert_eq!(path.file_name(), Some(name));
+        let in_flight = self.lookups.start(parent);
         self.converter.convert(
             &path.clone(),
             &recipe.spec,
@@ -137,6 +138,8 @@ impl ImgFs {
             inputs,
             caller.uid,
             move |result, version| {
+                // Counted until the answer is sent (dropped last).
+                let _in_flight = in_flight;
                 let out = match result {
                     Ok(out) => out,
                     Err(err) => return reply(Err(err)),

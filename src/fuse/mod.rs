@@ -11,9 +11,9 @@ pub use mounting::{mount, Mount, Unmounter};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -28,21 +28,51 @@ use crate::error::{Errnos, Error, Result};
 use crate::source::{Caller, ACCESS_ACL};
 use passthrough::{Passthrough, Served};
 
-/// Drops kernel entries on one thread of its own, in order: the kernel may be waiting for
-/// the very request that noticed a change (a notice can block until it is answered), so a
-/// request thread must not send it, and one thread, not one per notice, bounds the cost.
+/// How often notices held for a busy directory are tried again.
+const HELD_NOTICE_RETRY: Duration = Duration::from_millis(20);
+
+/// Drops kernel entries on one thread of its own: the kernel may be waiting for the very
+/// request that noticed a change (a notice can block until it is answered), so a request
+/// thread must not send it, and one thread, not one per notice, bounds the cost. A notice
+/// takes its directory's lock, so it would wait for every lookup in flight there and hold
+/// the directory's new lookups behind it: a notice for a directory where `busy` says imgfs
+/// has lookups in flight is held (the others go on) until the directory is idle, and
+/// dropped once `ttl`, the entry timeout, has passed (the kernel then looks the name up
+/// again by itself).
 struct Invalidator {
     queue: Sender<(u64, OsString)>,
 }
 
 impl Invalidator {
-    fn start(send: impl Fn(u64, &OsStr) + Send + 'static) -> io::Result<Invalidator> {
+    fn start(
+        send: impl Fn(u64, &OsStr) + Send + 'static,
+        busy: impl Fn(u64) -> bool + Send + 'static,
+        ttl: Duration,
+    ) -> io::Result<Invalidator> {
         let (queue, entries) = channel::<(u64, OsString)>();
         std::thread::Builder::new()
             .name("invalidate".into())
             .spawn(move || {
-                for (parent, name) in entries {
-                    send(parent, &name);
+                let mut held: Vec<(Instant, u64, OsString)> = Vec::new();
+                loop {
+                    let next = if held.is_empty() {
+                        entries.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    } else {
+                        entries.recv_timeout(HELD_NOTICE_RETRY)
+                    };
+                    match next {
+                        Ok((parent, name)) => held.push((Instant::now(), parent, name)),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        // The mount is gone: nothing is left to tell.
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    held.retain(|(since, parent, name)| {
+                        if busy(*parent) {
+                            return since.elapsed() < ttl;
+                        }
+                        send(*parent, name);
+                        false
+                    });
                 }
             })?;
         Ok(Invalidator { queue })
@@ -472,13 +502,17 @@ mod tests {
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (done, delivered) = channel();
         let (r, m) = (running.clone(), most.clone());
-        let invalidator = Invalidator::start(move |parent, _name: &OsStr| {
-            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
-            m.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(2)); // the kernel taking its time
-            r.fetch_sub(1, Ordering::SeqCst);
-            done.send(parent).unwrap();
-        })
+        let invalidator = Invalidator::start(
+            move |parent, _name: &OsStr| {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2)); // the kernel taking its time
+                r.fetch_sub(1, Ordering::SeqCst);
+                done.send(parent).unwrap();
+            },
+            |_| false,
+            Duration::from_secs(1),
+        )
         .unwrap();
         for parent in 0..50 {
             invalidator.forget_entry(parent, OsStr::new("a.jpg@format,png"));
@@ -488,5 +522,43 @@ mod tests {
             .collect();
         assert_eq!(order, (0..50).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    /// Fourth hostile review of 2026-12-03: a notice waits for every lookup in flight in its
+    /// directory (each one a conversion) and holds the directory's new lookups behind it.
+    /// It is held while imgfs has lookups there, others go out meanwhile, and one held past
+    /// the entry timeout is dropped.
+    #[test]
+    fn a_notice_for_a_directory_with_lookups_in_flight_waits_and_others_go_on() {
+        use std::sync::atomic::AtomicBool;
+        let (busy_1, busy_9) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let (done, delivered) = channel();
+        let (b1, b9) = (busy_1.clone(), busy_9.clone());
+        let invalidator = Invalidator::start(
+            move |parent, _name: &OsStr| done.send(parent).unwrap(),
+            move |dir| match dir {
+                1 => b1.load(Ordering::SeqCst),
+                9 => b9.load(Ordering::SeqCst),
+                _ => false,
+            },
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let next = || delivered.recv_timeout(Duration::from_secs(10)).unwrap();
+        invalidator.forget_entry(9, OsStr::new("never.jpg@format,png"));
+        invalidator.forget_entry(1, OsStr::new("a.jpg@format,png"));
+        invalidator.forget_entry(2, OsStr::new("b.jpg@format,png"));
+        assert_eq!(next(), 2, "an idle directory's notice does not wait");
+        busy_1.store(false, Ordering::SeqCst);
+        assert_eq!(next(), 1, "sent once the directory is idle");
+        // 9 stays busy past the entry timeout: its notice is dropped, not sent later.
+        std::thread::sleep(Duration::from_millis(400));
+        busy_9.store(false, Ordering::SeqCst);
+        invalidator.forget_entry(3, OsStr::new("c.jpg@format,png"));
+        assert_eq!(next(), 3);
+        assert!(delivered.recv_timeout(Duration::from_millis(100)).is_err());
     }
 }

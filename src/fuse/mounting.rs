@@ -137,9 +137,14 @@ pub fn mount(
         }
     };
     let notifier = session.notifier();
-    let invalidator = Invalidator::start(move |parent, name: &OsStr| {
-        let _ = notifier.inval_entry(INodeNo(parent), name);
-    })?;
+    let watched = Arc::downgrade(&fs);
+    let invalidator = Invalidator::start(
+        move |parent, name: &OsStr| {
+            let _ = notifier.inval_entry(INodeNo(parent), name);
+        },
+        move |dir| watched.upgrade().is_some_and(|fs| fs.looking_up_in(dir)),
+        options.attr_ttl,
+    )?;
     fs.set_kernel(Arc::new(invalidator));
     Ok(Mount {
         session,
