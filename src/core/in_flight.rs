@@ -1,10 +1,9 @@
 //! Variant lookups in flight, by the directory they are in. The kernel holds a directory's
 //! lock (shared) for each lookup in it until the lookup is answered, and a variant's lookup
 //! lasts until its conversion ends. A notice that drops an entry of that directory takes the
-//! lock exclusively: it waits for them all, and the kernel holds every new lookup there
-//! behind it, so one user's queued conversions froze a directory for everyone once a source
-//! in it changed (fourth hostile review of 2026-12-03). The adapter asks
-//! [`Lookups::any_in`] and holds a directory's notices while it is busy.
+//! lock exclusively: it waits for them all, and the one thread that sends notices with it
+//! (fourth hostile review of 2026-12-03: seen blocked behind one user's queued lookups).
+//! The adapter asks [`Lookups::any_in`] and holds a directory's notices while it is busy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
