@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{b64, errno_of, inspect, make_jpeg, mounted_by, Mount};
+use crate::common::{b64, errno_of, inspect, make_jpeg, mounted_by, run, Mount};
 use imgfs::options::MountOptions;
 use imgfs::pipeline::Settings;
 use imgfs::spec::Styles;
@@ -165,16 +165,7 @@ fn with_allow_other_unreadable_sources_have_unreadable_variants() {
 /// `setfacl` on the source as the caller's shell would: the test fails if the file system
 /// under the test's directory keeps no ACLs.
 fn setfacl(entry: &str, path: &Path) {
-    let out = Command::new("setfacl")
-        .args(["-m", entry])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "setfacl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run("setfacl", &["-m", entry, path.to_str().unwrap()]);
 }
 
 /// Fourth hostile review of 2026-12-03: an entry `user:nobody:---` in a file's POSIX ACL
@@ -218,12 +209,9 @@ fn posix_acls_of_the_source_hold_through_the_mount() {
         assert!(!as_uid(1000, &m.path(name)).status.success() || name == "public.jpg");
     }
     // getfacl reads the ACL the mount shows: a variant's is its source's, cut to read.
-    let shown = Command::new("getfacl")
-        .args(["-c", "-n"])
-        .arg(m.path("granted.jpg@format,png"))
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&shown.stdout);
+    let variant = m.path("granted.jpg@format,png");
+    let shown = run("getfacl", &["-c", "-n", variant.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&shown);
     assert!(shown.contains("user:65534:r--"), "{shown}");
     assert!(shown.contains("user::r--"), "{shown}");
 }
